@@ -1,0 +1,341 @@
+"""
+_tests_moe.py -- tests of moe.py against independent references:
+a per-token fp64 loop written in the paper's notation (routing in plain Python), hand-written
+formulas for the balance loss and the load statistics. Run: python -m pytest -q _tests_moe.py
+"""
+import math
+import types
+
+import pytest
+import torch
+import torch.nn as nn
+
+import moe
+from moe import MoE, load_stats, update_bias
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second thread only adds synchronisation (and the CPU may be shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_cfg(**kw):
+    cfg = dict(n_embd=12, n_routed_experts=8, n_experts_per_tok=2, n_shared_experts=1, moe_hidden=6,
+               n_expert_groups=1, n_limited_groups=1, route_scale=2.5, score_func="sigmoid",
+               bias_update_gamma=0.01, seq_aux_alpha=0.0, moe_dispatch="grouped")
+    cfg.update(kw)
+    return types.SimpleNamespace(**cfg)
+
+
+def make_moe(dtype=torch.float64, seed=0, bias=None, **kw):
+    torch.manual_seed(seed)
+    m = MoE(make_cfg(**kw)).to(dtype)
+    with torch.no_grad():  # weights large enough that the routing and the SwiGLU matter
+        for p in m.parameters():
+            p.normal_(0, 0.5)
+        if bias is not None:
+            m.expert_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return m
+
+
+# ---- the independent reference: one token at a time, routing in plain Python ----
+def ref_choose(s, bias, cfg):
+    """s: list of E affinities -> the K chosen expert ids (DeepSeek-V3 §2.1.2)."""
+    E, G = cfg.n_routed_experts, cfg.n_expert_groups
+    biased = [s[i] + bias[i] for i in range(E)]
+    allowed = set(range(E))
+    if G > 1:
+        size = E // G
+        gscore = [sum(sorted(biased[g * size:(g + 1) * size], reverse=True)[:2]) for g in range(G)]
+        best = sorted(range(G), key=lambda g: -gscore[g])[:cfg.n_limited_groups]
+        allowed = {i for i in range(E) if i // size in best}
+    return sorted(allowed, key=lambda i: -biased[i])[:cfg.n_experts_per_tok]
+
+
+def ref_swiglu(u, w1, w3, w2):  # u (C,), w1/w3 (H, C), w2 (C, H)
+    a = w1 @ u
+    return w2 @ (a / (1 + torch.exp(-a)) * (w3 @ u))
+
+
+def ref_moe(m, x, cfg):
+    """Per-token loop. Returns y (B, T, C) and the chosen experts of every token."""
+    B, T, C = x.shape
+    bias = m.expert_bias.tolist()
+    ys, choices = [], []
+    for u in x.reshape(-1, C):
+        logits = m.gate @ u  # (E,)
+        s = 1 / (1 + torch.exp(-logits)) if cfg.score_func == "sigmoid" else torch.softmax(logits, 0)
+        chosen = ref_choose(s.tolist(), bias, cfg)
+        g = torch.stack([s[i] for i in chosen])
+        if cfg.score_func == "sigmoid":
+            g = g / g.sum()
+        g = g * cfg.route_scale
+        y = sum(g[j] * ref_swiglu(u, m.w1[e], m.w3[e], m.w2[e]) for j, e in enumerate(chosen))
+        if m.shared is not None:
+            y = y + ref_swiglu(u, m.shared.w1.weight, m.shared.w3.weight, m.shared.w2.weight)
+        ys.append(y)
+        choices.append(chosen)
+    return torch.stack(ys).view(B, T, C), choices
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def grads_of(m, x, y, seed=1):
+    """Gradients of a fixed random projection of y w.r.t. x and every parameter."""
+    r = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    r = r.to(y.dtype)  # the same projection whatever the dtype of y
+    names = ["x"] + [n for n, _ in m.named_parameters()]
+    gs = torch.autograd.grad((y * r).sum(), [x] + list(m.parameters()), allow_unused=True)
+    return {n: (torch.zeros_like(p) if g is None else g)
+            for n, g, p in zip(names, gs, [x] + list(m.parameters()))}
+
+
+# bias -10 on experts 5 and 6: they never win, so some experts get no tokens
+SKEW = [0.3, -0.2, 0.1, 0.0, 0.25, -10.0, -10.0, 0.05]
+
+
+@pytest.mark.parametrize("dispatch", ["grouped", "grouped_pad8", "loop"])
+@pytest.mark.parametrize("score_func", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("groups", [(1, 1), (4, 2)])
+@pytest.mark.parametrize("shared", [0, 2])
+def test_matches_per_token_reference_fp64(dispatch, score_func, groups, shared):
+    kw = dict(score_func=score_func, n_expert_groups=groups[0], n_limited_groups=groups[1],
+              n_shared_experts=shared, moe_dispatch=dispatch.split("_")[0])
+    cfg = make_cfg(**kw)
+    m = make_moe(bias=SKEW, **kw)
+    if dispatch == "grouped_pad8":
+        m.group_align = 8  # the CUDA padding logic, run on CPU
+    x = torch.randn(2, 12, 12, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    y_ref, choices = ref_moe(m, x, cfg)
+    assert rel_err(y, y_ref) < 1e-6
+    g, g_ref = grads_of(m, x, y), grads_of(m, x, y_ref)
+    for name in g_ref:
+        assert torch.isfinite(g[name]).all(), name
+        assert rel_err(g[name], g_ref[name]) < 1e-6, name
+    used = {e for c in choices for e in c}
+    assert 5 not in used and 6 not in used
+    for e in (5, 6):  # experts without tokens: exactly zero gradients
+        for w in ("w1", "w3", "w2"):
+            assert (g[w][e] == 0).all()
+
+
+def test_grouped_mm_kernel_fp32_matches_reference(monkeypatch):
+    calls = []
+    real = torch._grouped_mm
+    monkeypatch.setattr(torch, "_grouped_mm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kw = dict(n_embd=16, moe_hidden=8)  # strides of 16 bytes in fp32: _grouped_mm can run
+    for align in (None, 8):
+        m = make_moe(bias=SKEW, **kw)
+        m.group_align = align
+        x = torch.randn(2, 12, 16, dtype=torch.float64)
+        m32, x32 = make_moe(torch.float32, bias=SKEW, **kw), x.float().requires_grad_()
+        m32.load_state_dict({k: v.float() for k, v in m.state_dict().items()})
+        m32.group_align = align
+        calls.clear()
+        y32 = m32(x32)
+        assert len(calls) == 3  # w1, w3, w2 each as one grouped GEMM
+        y_ref, _ = ref_moe(m, x.requires_grad_(), make_cfg(**kw))
+        assert rel_err(y32.double(), y_ref) < 1e-5
+        g32, g_ref = grads_of(m32, x32, y32), grads_of(m, x, y_ref)
+        for name in g_ref:
+            assert rel_err(g32[name].double(), g_ref[name]) < 1e-5, (align, name)
+            assert torch.isfinite(g32[name]).all()
+        for w in ("w1", "w3", "w2"):
+            assert (g32[w][5] == 0).all() and (g32[w][6] == 0).all()
+
+
+@pytest.mark.parametrize("C,H", [(32, 16), (6, 3)])  # aligned (_grouped_mm) and not (fallback)
+def test_grouped_and_loop_agree_fp32(C, H):
+    m = make_moe(torch.float32, n_embd=C, moe_hidden=H, n_routed_experts=8, n_experts_per_tok=3)
+    x = torch.randn(4, 32, C, requires_grad=True)
+    y_g = m(x)
+    g_g = grads_of(m, x, y_g)
+    m.dispatch = "loop"
+    y_l = m(x)
+    g_l = grads_of(m, x, y_l)
+    assert rel_err(y_g, y_l) < 1e-5
+    for name in g_l:
+        assert rel_err(g_g[name], g_l[name]) < 1e-5, name
+
+
+def test_deterministic():
+    m = make_moe(torch.float32, n_embd=16, moe_hidden=8)
+    x = torch.randn(2, 20, 16, requires_grad=True)
+    a, b = m(x), m(x)
+    assert torch.equal(a, b)
+    ga, gb = grads_of(m, x, a), grads_of(m, x, b)
+    assert all(torch.equal(ga[k], gb[k]) for k in ga)
+
+
+def test_bias_changes_choice_not_weights():
+    m = make_moe()
+    x = torch.randn(40, 12, dtype=torch.float64)
+    idx0, w0, _ = m.route(x)
+    with torch.no_grad():
+        m.expert_bias[3] = 1.0  # sigmoid scores live in (0, 1): expert 3 now always wins
+    idx1, w1, _ = m.route(x)
+    assert not (idx0 == 3).any(dim=1).all() and (idx1 == 3).any(dim=1).all()
+    s = torch.sigmoid(x @ m.gate.t())  # (N, E) the unbiased affinities
+    for t in range(x.shape[0]):
+        chosen = idx1[t].tolist()
+        want = s[t, chosen] / s[t, chosen].sum() * 2.5  # eq. 13 times route_scale, no bias
+        torch.testing.assert_close(w1[t], want, rtol=1e-12, atol=0)
+
+
+def test_group_limited_routing_masks_with_minus_inf():
+    kw = dict(n_expert_groups=4, n_limited_groups=2, n_experts_per_tok=3)
+    m = make_moe(**kw)
+    with torch.no_grad():  # all biased scores negative: a 0-mask would pick the dropped groups
+        m.expert_bias.fill_(-2.0)
+        m.expert_bias[0] = -1.2
+    x = torch.randn(64, 12, dtype=torch.float64)
+    idx, _, _ = m.route(x)
+    biased = (torch.sigmoid(x @ m.gate.t()) + m.expert_bias.double()).view(64, 4, 2)
+    best = biased.sum(-1).topk(2, dim=-1).indices  # group score: the sum of its (two) experts
+    for t in range(64):
+        assert set((idx[t] // 2).tolist()) <= set(best[t].tolist())
+    masked = m._limit_groups(biased.view(64, 8)).view(64, 4, 2)
+    for t in range(64):
+        for grp in set(range(4)) - set(best[t].tolist()):
+            assert (masked[t, grp] == -math.inf).all()
+
+
+def test_seq_aux_loss_hand_formula():
+    alpha, (B, T, E, K) = 0.01, (3, 10, 8, 2)
+    cfg = make_cfg(seq_aux_alpha=alpha)
+    m = make_moe(seq_aux_alpha=alpha, bias=SKEW).train()
+    x = torch.randn(B, T, 12, dtype=torch.float64)
+    m(x)
+    _, choices = ref_moe(m, x, cfg)
+    total = 0.0
+    for b in range(B):
+        for i in range(E):
+            f = E / (K * T) * sum(i in choices[b * T + t] for t in range(T))  # eq. 18
+            p = 0.0
+            for t in range(T):
+                s = torch.sigmoid(m.gate @ x[b, t])
+                p += (s[i] / s.sum()).item() / T  # eq. 19-20
+            total += f * p
+    assert abs(m.aux_loss.item() - alpha * total / B) < 1e-12  # eq. 17, mean over sequences
+    m.aux_loss.backward()
+    assert m.gate.grad.abs().sum() > 0  # the loss trains the router
+    m.eval()
+    m(x)
+    assert m.aux_loss.item() == 0.0
+    m2 = make_moe(seq_aux_alpha=0.0).train()
+    m2(x)
+    assert m2.aux_loss.item() == 0.0
+
+
+def test_counts_accumulate_over_micro_batches_in_training_only():
+    m = make_moe(bias=SKEW).train()
+    xs = [torch.randn(2, 7, 12, dtype=torch.float64) for _ in range(2)]
+    want = torch.zeros(8)
+    for x in xs:
+        m(x)
+        for c in ref_moe(m, x, make_cfg())[1]:
+            want[c] += 1
+    assert torch.equal(m.tokens_per_expert, want)
+    m.eval()
+    m(xs[0])
+    assert torch.equal(m.tokens_per_expert, want)  # eval forwards don't count
+    m.train()
+    update_bias(m)
+    assert torch.equal(m.last_load, want) and (m.tokens_per_expert == 0).all()
+    st = load_stats(m)
+    assert st["moe0.max_mean"] == pytest.approx(want.max().item() / (2 * 14 * 2 / 8))
+    assert st["moe0.dead"] == 2 and st["moe.max_mean"] == st["moe0.max_mean"]
+
+
+def test_bias_update_reduces_imbalance():
+    m = make_moe(torch.float32, bias_update_gamma=0.005, n_shared_experts=0).train()
+    torch.manual_seed(3)
+    g0 = m.gate[0].detach()
+    history = []
+    with torch.no_grad():
+        for _ in range(100):  # fresh skewed data every step: every token leans to expert 0
+            m(torch.randn(8, 128, 12) + 4 * g0 / g0.square().sum())
+            update_bias(m)
+            history.append(load_stats(m)["moe0.max_mean"])
+    assert history[0] >= 3.0  # skewed: expert 0 takes most tokens
+    late = sum(history[-20:]) / 20  # the +-gamma steps keep it jittering around balance
+    assert late <= 1.4, (history[:3], history[-20:])
+    assert abs(m.expert_bias.mean().item()) < 1e-6  # re-centred
+
+
+def test_gamma_zero_freezes_bias_but_keeps_stats():
+    m = make_moe(bias_update_gamma=0.0, bias=SKEW).train()
+    m(torch.randn(2, 5, 12, dtype=torch.float64))
+    update_bias(m)
+    assert torch.equal(m.expert_bias, torch.tensor(SKEW))
+    assert m.last_load.sum() == 2 * 5 * 2 and m.tokens_per_expert.sum() == 0
+
+
+def test_load_stats_layers():
+    cfg = make_cfg()
+    model = nn.Sequential(MoE(cfg), nn.Linear(12, 12), MoE(cfg))
+    assert load_stats(nn.Linear(3, 3)) == {}
+    assert load_stats(model)["moe.max_mean"] == 0.0  # before the first step
+    model[0].tokens_per_expert.copy_(torch.tensor([4., 4, 4, 4, 4, 4, 4, 4]))
+    model[2].tokens_per_expert.copy_(torch.tensor([16., 8, 8, 0, 0, 0, 0, 0]))
+    update_bias(model)
+    st = load_stats(model)
+    assert st == {"moe0.max_mean": 1.0, "moe0.dead": 0, "moe1.max_mean": 4.0, "moe1.dead": 5,
+                  "moe.max_mean": 4.0}
+
+
+def test_routing_state_stays_fp32():
+    m = make_moe(torch.bfloat16)
+    assert m.expert_bias.dtype == m.tokens_per_expert.dtype == torch.float32
+    assert m.w1.dtype == torch.bfloat16
+
+
+def test_autocast_bf16_routes_in_fp32():
+    m = make_moe(torch.float32, n_embd=16, moe_hidden=8).train()
+    x = torch.randn(2, 16, 16)
+    y32 = m(x)
+    counts32 = m.tokens_per_expert.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = m(x)
+    assert y16.dtype == torch.bfloat16
+    assert torch.equal(m.tokens_per_expert, 2 * counts32)  # same choices: router in fp32
+    assert rel_err(y16.float(), y32) < 5e-2
+
+
+def test_fp8_branch_uses_fp8_linear(monkeypatch):
+    fp8 = pytest.importorskip("fp8")
+    calls = []
+    monkeypatch.setattr(fp8, "fp8_linear", lambda a, w, recipe: calls.append(recipe) or a @ w.t())
+    m = make_moe(bias=SKEW)
+    m.fp8_recipe = "rowwise"
+    x = torch.randn(2, 12, 12, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    y_ref, choices = ref_moe(m, x, make_cfg())
+    assert len(calls) == 3 * len({e for c in choices for e in c}) and set(calls) == {"rowwise"}
+    assert rel_err(y, y_ref) < 1e-6
+    g, g_ref = grads_of(m, x, y), grads_of(m, x, y_ref)
+    assert all(rel_err(g[k], g_ref[k]) < 1e-6 for k in g_ref)
+
+
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise", "blockwise"])
+def test_fp8_branch_real_quantization_close(recipe):
+    pytest.importorskip("fp8")
+    kw = dict(n_embd=128, moe_hidden=128, n_shared_experts=0)
+    m = make_moe(torch.float32, **kw)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.1)
+    x = torch.randn(2, 16, 128, requires_grad=True)
+    y_ref = m(x)
+    m.fp8_recipe = recipe
+    y = m(x)
+    y.square().sum().backward()
+    assert rel_err(y, y_ref) < 0.15  # e4m3 keeps ~3 mantissa bits
+    assert torch.isfinite(m.w1.grad).all() and m.w1.grad.abs().sum() > 0

@@ -1,0 +1,372 @@
+"""
+The toy world: seeded math problems, their worked solutions, the datasets, and the tokenizer.
+
+    python data.py                 # print a few problems, documents and the split sizes
+
+Why this world (see shared/DESIGN.md): R1-Zero's result is that RL on verifiable rewards alone
+makes a base model reason better. That only happens if reasoning *pays*: a tiny transformer
+cannot multiply 347 * 6 in one forward pass, but it can do it one digit at a time, where every
+step is a times-table fact plus a small addition. So every solution here is written as a chain
+of steps that are each easy in one forward pass, while the bare answer needs several of them
+composed. The pretraining corpus mixes careful chains, bare answers, chains with a slip, chains
+that switch language half way, and a share of documents that already use the R1-Zero template
+with <think>/<answer> tags (mostly with a bare "I know this one." inside <think>). The base model
+therefore knows both habits; under the template it mostly answers bare and is mostly wrong, and
+RL has to discover that the chain is right more often.
+
+Problems are keyed by their parameters (language-free). A stable hash of the key splits the
+world into three disjoint parts: the pretraining corpus, the RL prompts, and the held-out set.
+Held-out problems are never trained on, by pretraining or by RL.
+
+The tokenizer is a byte-level BPE trained here on the corpus (digits one per token, so the
+model sees numbers digit by digit), run through tiktoken.Encoding and saved in tiktoken's rank
+file format (one "base64(token) rank" line per token). No network is ever touched.
+"""
+import base64
+import random
+import re
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+
+import tiktoken
+
+EOT = "<|endoftext|>"
+KINDS = ("arith", "linear", "poly", "frac")
+
+# ----------------------------------------------------------------------------------------------
+# Prompt templates. The R1-Zero template (R1 paper, Table 1) in our own words. The prompt ends
+# with "Assistant:"; the model must itself open <think> (the template does not pre-fill it).
+
+ZERO_TEMPLATE = {
+    "en": ("A conversation between User and Assistant. The User asks a question and the "
+           "Assistant solves it. The Assistant first thinks about the reasoning process and then "
+           "gives the answer. The reasoning is inside <think> </think> tags and the answer is "
+           "inside <answer> </answer> tags.\nUser: {q}\nAssistant:"),
+    "zh": ("用户与助手之间的对话。用户提出问题，助手解答。助手先思考推理过程，然后给出答案。"
+           "推理写在 <think> </think> 标签内，答案写在 <answer> </answer> 标签内。\n用户：{q}\n助手："),
+}
+BARE_OPENER = {"en": "I know this one.", "zh": "这题我会。"}
+CHAIN_OPENER = {"en": "Let me work it out step by step.", "zh": "我一步一步来算。"}
+LABELS = {"en": ("Problem: ", "Solution: ", "Answer: "), "zh": ("题目：", "解答：", "答案：")}
+
+
+def zero_prompt(question, lang):
+    return ZERO_TEMPLATE[lang].format(q=question)
+
+
+def tagged(think, answer):
+    """The response format the R1-Zero template asks for."""
+    return f" <think> {think} </think> <answer> {answer} </answer>"
+
+
+# ----------------------------------------------------------------------------------------------
+# Problems. Each generator returns (key, question_en, question_zh, steps, answer) where steps is a
+# list of (english, chinese) sentences. `slip` (step index or None) makes one step's result wrong
+# by a small amount and carries the error to the end, like a careless human.
+
+@dataclass
+class Problem:
+    question: str   # the bare question in `lang`
+    answer: str     # the gold answer (sympy-checkable string)
+    kind: str       # one of KINDS
+    lang: str       # 'en' | 'zh'
+    difficulty: int
+    key: tuple      # the problem's parameters; the unit of the train/held-out split
+    steps: list     # worked solution, list of (en, zh) sentences
+
+    @property
+    def prompt(self):
+        return zero_prompt(self.question, self.lang)
+
+
+def _bump(rng, v):
+    return v + rng.choice([-2, -1, 1, 2])
+
+
+def gen_arith(rng, d, slip=None):
+    """n-digit times 1-digit by long multiplication (d=1: 2 digits, d=2: 3, d=3: 4)."""
+    a, b = rng.randint(10 ** d, 10 ** (d + 1) - 1), rng.randint(2, 9)
+    digits = [int(c) for c in str(a)][::-1]
+    steps, carry, sofar = [], 0, ""
+    for i, dig in enumerate(digits):
+        p = dig * b
+        if i == slip:
+            p = max(0, _bump(rng, p))
+        s = p + carry
+        last = i == len(digits) - 1
+        if last:
+            sofar = str(s) + sofar
+            en = f"{dig} * {b} = {p}, {p} + {carry} = {s}, so {a} * {b} = {sofar}."
+            zh = f"{dig} * {b} = {p}，{p} + {carry} = {s}，所以 {a} * {b} = {sofar}。"
+        else:
+            sofar = str(s % 10) + sofar
+            en = f"{dig} * {b} = {p}, {p} + {carry} = {s}, keep {s % 10}, carry {s // 10}, so far {sofar}."
+            zh = f"{dig} * {b} = {p}，{p} + {carry} = {s}，留 {s % 10}，进 {s // 10}，目前 {sofar}。"
+            carry = s // 10
+        steps.append((en, zh))
+    return (a, b), f"Compute {a} * {b}.", f"计算 {a} * {b}。", steps, sofar if slip is not None else str(a * b)
+
+
+def gen_linear(rng, d, slip=None):
+    """a x + b = c with a whole solution; d scales b and x."""
+    a = rng.randint(2, 9)
+    x = rng.randint(2, 9) if d < 3 else rng.randint(10, 19)
+    b = rng.randint(1, 9) if d == 1 else rng.randint(10, 49)
+    c = a * x + b
+    k = c - b if slip != 0 else _bump(rng, c - b)
+    q = k // a if slip != 1 else _bump(rng, k // a)
+    eq = f"{a}x + {b} = {c}"
+    steps = [(f"Subtract {b} from both sides: {c} - {b} = {k}, so {a}x = {k}.",
+              f"两边减去 {b}：{c} - {b} = {k}，所以 {a}x = {k}。"),
+             (f"Divide both sides by {a}: {k} / {a} = {q}, so x = {q}.",
+              f"两边除以 {a}：{k} / {a} = {q}，所以 x = {q}。")]
+    return (a, b, c), f"Solve {eq} for x.", f"解方程 {eq}。", steps, f"x = {q}"
+
+
+def poly_str(c2, c1, c0):
+    """x^2-style polynomial text: 2x^2 - x + 6, x^2 - 4."""
+    out = ""
+    for coef, mono in ((c2, "x^2"), (c1, "x"), (c0, "")):
+        if coef == 0:
+            continue
+        mag = abs(coef)
+        body = (str(mag) if (mag != 1 or not mono) else "") + mono
+        out += (body if coef > 0 else "-" + body) if not out else (" + " if coef > 0 else " - ") + body
+    return out or "0"
+
+
+def _lin(c, a):  # "2x + 3" / "x - 5"
+    return f"{'' if c == 1 else c}x {'+' if a > 0 else '-'} {abs(a)}"
+
+
+def gen_poly(rng, d, slip=None):
+    """Expand (c x + a)(x + b); d=1 has c=1."""
+    c = 1 if d == 1 else rng.randint(2, 5)
+    a, b = rng.choice([i for i in range(-9, 10) if i]), rng.choice([i for i in range(-9, 10) if i])
+    cb, s, ab = c * b, c * b + a, a * b
+    if slip == 0:
+        s = _bump(rng, s)
+    if slip == 1:
+        ab = _bump(rng, ab)
+    lhs = f"({_lin(c, a)})({_lin(1, b)})"
+    first = f"{'' if c == 1 else c}x * x = {poly_str(c, 0, 0)}"
+    steps = [(f"{first}.", f"{first}。"),
+             (f"{cb}x + {a}x = {s}x.".replace("+ -", "- "), f"{cb}x + {a}x = {s}x。".replace("+ -", "- ")),
+             (f"{a} * {b} = {ab}, so the result is {poly_str(c, s, ab)}.",
+              f"{a} * {b} = {ab}，所以结果是 {poly_str(c, s, ab)}。")]
+    return (c, a, b), f"Expand {lhs}.", f"展开 {lhs}。", steps, poly_str(c, s, ab)
+
+
+def gen_frac(rng, d, slip=None):
+    """a/b + c/e (d=1) or a/b - c/e (d=2) over the common denominator b*e (left unreduced)."""
+    b, e = rng.randint(2, 9), rng.randint(2, 9)
+    a, c = rng.randint(1, b - 1), rng.randint(1, e - 1)
+    op = "+" if d == 1 else "-"
+    den, n1, n2 = b * e, a * e, c * b
+    if slip == 0:
+        n1 = _bump(rng, n1)
+    num = n1 + n2 if op == "+" else n1 - n2
+    steps = [(f"The common denominator is {b} * {e} = {den}.", f"公分母是 {b} * {e} = {den}。"),
+             (f"{a} * {e} = {n1} and {c} * {b} = {n2}.", f"{a} * {e} = {n1}，{c} * {b} = {n2}。"),
+             (f"{n1} {op} {n2} = {num}, so the result is {num}/{den}.",
+              f"{n1} {op} {n2} = {num}，所以结果是 {num}/{den}。")]
+    q = f"{a}/{b} {op} {c}/{e}"
+    from fractions import Fraction
+    gold = Fraction(num, den) if slip is not None else Fraction(a, b) + (Fraction(c, e) if op == "+" else -Fraction(c, e))
+    return (op, a, b, c, e), f"Compute {q}.", f"计算 {q}。", steps, str(gold)
+
+
+GENERATORS = {"arith": gen_arith, "linear": gen_linear, "poly": gen_poly, "frac": gen_frac}
+N_STEPS = {"arith": lambda d: d + 1, "linear": lambda d: 2, "poly": lambda d: 3, "frac": lambda d: 3}
+
+
+def split_of(kind, key):
+    """Stable split by the problem's parameters: 'heldout' (10%), 'rl' (20%) or 'corpus'."""
+    h = zlib.crc32(repr((kind, key)).encode()) % 10
+    return "heldout" if h == 0 else "rl" if h <= 2 else "corpus"
+
+
+def make_problem(rng, kind, difficulty, lang, split, slip=None):
+    """Draw a problem of `kind` whose key lies in `split` (rejection sampling on the hash)."""
+    for _ in range(10_000):
+        key, q_en, q_zh, steps, ans = GENERATORS[kind](rng, difficulty, slip)
+        if split_of(kind, (difficulty,) + key) == split:
+            return Problem(q_en if lang == "en" else q_zh, ans, kind, lang, difficulty, (difficulty,) + key, steps)
+    raise RuntimeError(f"no {split} problem of kind {kind} difficulty {difficulty}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Documents of the pretraining corpus ("the web" of this world).
+
+@dataclass
+class DataConfig:
+    n_docs: int = 40_000          # pretraining documents (each ends with <|endoftext|>)
+    p_zh: float = 0.3             # share of Chinese problems
+    p_chain: float = 0.30         # careful step-by-step solution
+    p_bare: float = 0.25          # bare answer, no work
+    p_slip: float = 0.08          # step-by-step with one wrong step
+    p_switch: float = 0.07        # switches language half way
+    # the rest (0.30) uses the R1-Zero template:
+    p_template_tagged: float = 0.75  # ...with <think>/<answer> tags (else a plain sentence)
+    p_template_chain: float = 0.30   # ...and a chain inside <think> (else "I know this one.")
+    corpus_mix: str = "arith:1,arith:2,arith:3,linear:1,linear:2,poly:1,poly:2,frac:1,frac:2"
+    rl_mix: str = "arith:1,arith:2,linear:2,poly:2,frac:1,frac:2"  # RL prompts & held-out
+    vocab_size: int = 1024        # BPE vocabulary incl. 256 bytes and <|endoftext|>
+    bpe_docs: int = 4000          # documents the tokenizer is trained on
+    n_heldout: int = 200          # held-out problems
+    seed: int = 1337              # same seed -> same world
+
+
+def parse_mix(mix):
+    """'arith:1,poly:2' -> [('arith', 1), ('poly', 2)], with a clear error on bad input."""
+    out = []
+    for item in mix.split(","):
+        kind, _, d = item.partition(":")
+        if kind not in GENERATORS or not d.isdigit() or not 1 <= int(d) <= 3:
+            raise ValueError(f"bad mix item {item!r}: expected kind:difficulty with kind in {KINDS} and difficulty 1-3")
+        out.append((kind, int(d)))
+    return out
+
+
+def chain_text(steps, lang, switch_at=None):
+    """Join steps in `lang`, switching to the other language from step `switch_at` on."""
+    other = "zh" if lang == "en" else "en"
+    parts = [s[0 if (lang if switch_at is None or i < switch_at else other) == "en" else 1]
+             for i, s in enumerate(steps)]
+    return " ".join(parts)
+
+
+def make_document(rng, cfg, kind, d, split="corpus"):
+    lang = "zh" if rng.random() < cfg.p_zh else "en"
+    r = rng.random()
+    style = ("chain" if r < cfg.p_chain else "bare" if r < cfg.p_chain + cfg.p_bare
+             else "slip" if r < cfg.p_chain + cfg.p_bare + cfg.p_slip
+             else "switch" if r < cfg.p_chain + cfg.p_bare + cfg.p_slip + cfg.p_switch else "template")
+    slip = rng.randrange(N_STEPS[kind](d)) if style == "slip" else None
+    p = make_problem(rng, kind, d, lang, split, slip)
+    qlab, slab, alab = LABELS[lang]
+    if style == "template":
+        if rng.random() < cfg.p_template_tagged:
+            think = (CHAIN_OPENER[lang] + " " + chain_text(p.steps, lang)) if rng.random() < cfg.p_template_chain \
+                else BARE_OPENER[lang]
+            return p.prompt + tagged(think, p.answer)
+        return p.prompt + (f" The answer is {p.answer}." if lang == "en" else f" 答案是 {p.answer}。")
+    if style == "bare":
+        return f"{qlab}{p.question}\n{alab}{p.answer}"
+    switch_at = max(1, len(p.steps) // 2) if style == "switch" else None
+    return f"{qlab}{p.question}\n{slab}{chain_text(p.steps, lang, switch_at)}\n{alab}{p.answer}"
+
+
+def build_corpus(cfg):
+    """The pretraining documents: a list of strings, deterministic in cfg.seed."""
+    rng, mix = random.Random(cfg.seed), parse_mix(cfg.corpus_mix)
+    return [make_document(rng, cfg, *rng.choice(mix)) for _ in range(cfg.n_docs)]
+
+
+def rl_problems(cfg, n, seed, split="rl"):
+    """n problems from the RL distribution (rl_mix), drawn from `split`."""
+    rng, mix = random.Random(seed), parse_mix(cfg.rl_mix)
+    return [make_problem(rng, *rng.choice(mix), "zh" if rng.random() < cfg.p_zh else "en", split)
+            for _ in range(n)]
+
+
+def heldout_problems(cfg):
+    """The fixed evaluation set: same distribution as RL prompts, disjoint keys, own seed."""
+    return rl_problems(cfg, cfg.n_heldout, cfg.seed + 1, split="heldout")
+
+
+def sft_example(problem, think, answer):
+    """SFT format: (prompt, response). The loss is on the response tokens only."""
+    return problem.prompt, tagged(think, answer)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer: byte-level BPE, trained here, run by tiktoken.
+# Pre-tokenization keeps tags whole, splits every digit into its own chunk, keeps runs of CJK
+# characters together and never merges across these chunks.
+
+_CJK = r"\u4e00-\u9fff\u3000-\u303f\uff00-\uffef"
+PAT_STR = (r" ?</?[a-z]+>| ?[A-Za-z]+| ?[0-9]| ?[" + _CJK + r"]+| ?[^\sA-Za-z0-9" + _CJK + r"]+|\s+(?!\S)|\s+")
+
+
+def train_bpe(texts, vocab_size):
+    """Classic BPE on byte sequences of pre-tokenized chunks. Returns {token_bytes: rank}."""
+    chunks = Counter(m for t in texts for m in re.findall(PAT_STR, t))
+    words = [[bytes([b]) for b in w.encode()] for w in chunks]
+    counts = list(chunks.values())
+    ranks = {bytes([i]): i for i in range(256)}
+    while len(ranks) < vocab_size - 1:  # one id is kept for <|endoftext|>
+        pairs = Counter()
+        for w, c in zip(words, counts):
+            for a, b in zip(w, w[1:]):
+                pairs[a, b] += c
+        if not pairs:
+            break
+        (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))  # ties broken deterministically
+        ranks[a + b] = len(ranks)
+        for i, w in enumerate(words):
+            if len(w) < 2:
+                continue
+            j, out = 0, []
+            while j < len(w):
+                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
+                    out.append(a + b)
+                    j += 2
+                else:
+                    out.append(w[j])
+                    j += 1
+            words[i] = out
+    return ranks
+
+
+def make_encoding(ranks):
+    return tiktoken.Encoding("nanor1", pat_str=PAT_STR, mergeable_ranks=ranks,
+                             special_tokens={EOT: len(ranks)})
+
+
+def ranks_to_text(ranks):
+    """tiktoken's rank-file format: one 'base64(token) rank' per line."""
+    return "".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in sorted(ranks.items(), key=lambda kv: kv[1]))
+
+
+def ranks_from_text(text):
+    return {base64.b64decode(tok): int(r) for tok, r in (line.split() for line in text.splitlines() if line)}
+
+
+def save_tokenizer(enc_or_ranks, path):
+    ranks = enc_or_ranks._mergeable_ranks if isinstance(enc_or_ranks, tiktoken.Encoding) else enc_or_ranks
+    with open(path, "w") as f:
+        f.write(ranks_to_text(ranks))
+
+
+def load_tokenizer(path):
+    with open(path) as f:
+        return make_encoding(ranks_from_text(f.read()))
+
+
+def build_tokenizer(cfg, corpus):
+    extra = [ZERO_TEMPLATE["en"], ZERO_TEMPLATE["zh"]] * 50  # the templates must compress well
+    return make_encoding(train_bpe(corpus[: cfg.bpe_docs] + extra, cfg.vocab_size))
+
+
+def encode_docs(enc, docs):
+    """Concatenate documents into one token stream, each followed by <|endoftext|>."""
+    eot = enc.eot_token
+    out = []
+    for ids in enc.encode_ordinary_batch(docs, num_threads=1):
+        out.extend(ids)
+        out.append(eot)
+    return out
+
+
+if __name__ == "__main__":
+    cfg = DataConfig(n_docs=2000, bpe_docs=500)
+    corpus = build_corpus(cfg)
+    for doc in corpus[:6]:
+        print(doc, "\n---")
+    enc = build_tokenizer(cfg, corpus)
+    ids = encode_docs(enc, corpus)
+    print(f"vocab {enc.n_vocab}, {len(ids)} tokens for {len(corpus)} docs ({len(ids) / len(corpus):.1f}/doc)")
+    for p in heldout_problems(cfg)[:4]:
+        print(p.kind, p.difficulty, p.lang, repr(p.question), "->", p.answer)

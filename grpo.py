@@ -1,0 +1,361 @@
+"""
+GRPO: Group Relative Policy Optimization, the RL algorithm behind DeepSeek-R1-Zero and R1.
+
+Run it through the trainer: `python train.py --stage zero` (R1-Zero: GRPO from the base model
+with accuracy + format rewards only). This file holds the pieces: group-relative advantages,
+the clipped objective with its KL penalty, per-token log-probs and masks, and (at the bottom)
+the rollouts and the update step. The loss is a pure function of tensors, tested on its own.
+
+Why no critic. PPO estimates each token's advantage with a learned value function as large as
+the policy. GRPO (DeepSeekMath §4.1, R1 paper §2.2.1) drops it: for each prompt q it samples a
+group of G completions o_1..o_G, scores each with a rule reward r_i, and uses the group itself
+as the baseline (R1 eq. 3):   A_i = (r_i - mean(r_1..r_G)) / std(r_1..r_G).
+Every token of o_i gets the same A_i ("outcome supervision", DeepSeekMath §4.1.2). A group
+whose rewards are all equal (all right or all wrong) has A = 0 and teaches nothing; we count
+those groups, since their share says whether the prompts are at the right difficulty.
+
+The objective (R1 eq. 1, per token as in DeepSeekMath eq. 3). With the ratio to the policy
+that sampled the group, rho = pi(o_t) / pi_old(o_t), each token contributes
+    min(rho * A, clip(rho, 1 - eps, 1 + eps) * A)  -  beta * KL_t
+The clip (PPO's) removes the incentive to move rho outside [1 - eps, 1 + eps] in the direction
+A favours, so several inner updates on one batch of rollouts stay near the sampling policy.
+At the first inner update pi == pi_old, rho == 1 and the gradient is plain REINFORCE, A * grad
+log pi. KL_t keeps the policy near the frozen reference (the starting model) and uses the k3
+estimator (R1 eq. 2, Schulman's "approximating KL"):
+    KL_t = pi_ref/pi - log(pi_ref/pi) - 1 = exp(ref - logp) - (ref - logp) - 1  >= 0,
+unbiased for KL(pi || pi_ref) on samples from pi, and never negative. As in the paper it is
+added to the loss, not subtracted from the reward (PPO-RLHF style), so it does not leak into
+the advantages.
+
+Loss aggregation, and the length bias. How per-token terms become one number decides how much
+each token weighs:
+  seq-mean-token-mean      (R1 eq. 1 / DeepSeekMath eq. 3) mean over tokens of each sequence,
+                           then over sequences: a token of an L-token answer weighs 1/L. For
+                           A > 0 short answers get the larger push; for A < 0 long wrong
+                           answers are penalised less per token, so wrong answers drift long.
+  token-mean               (DAPO §3.3) sum over every token of the batch / number of tokens:
+                           every token weighs the same, whatever its sequence's length; the
+                           weight still depends on the batch's total length.
+  seq-mean-token-sum-norm  (Dr. GRPO, Liu et al. 2025 §3) token sums divided by a constant
+                           max_tokens (the generation budget), then mean over sequences: no
+                           length-dependent weight at all.
+Under gradient accumulation each micro-batch must be normalised by the WHOLE batch's sequence
+count and token count (the `n_seqs` / `n_tokens` arguments), so that the micro-batch losses sum
+exactly to the full-batch loss; normalising per micro-batch would silently reweight tokens.
+
+Two later fixes, available as options. DAPO §3.1 "clip-higher": a larger upper clip
+(eps_high = 0.28 against eps = 0.2) lets unlikely tokens with A > 0 grow faster, which keeps
+entropy from collapsing (`clip_eps_high`). Dr. GRPO §3 drops the division by the group std: it
+up-weights groups that are nearly all right or all wrong, a question-difficulty bias
+(`scale_std=False`). DAPO's overlong filtering (mask truncated completions) is
+`completion_mask(..., mask_truncated=True)`.
+
+Where this code deliberately differs from the paper:
+- R1 eq. 1 writes the ratio per whole output; we use per-token ratios and clipping, as in
+  DeepSeekMath eq. 3 and every public implementation.
+- std is the sample std (Bessel's correction, as TRL does) plus eps = 1e-4 in the denominator
+  (the paper has neither detail); groups of equal rewards get an advantage of exactly 0.
+- The end-of-text token is part of the completion and is trained: it teaches the model to stop.
+- beta defaults to 0.04 (DeepSeekMath §4.2); `beta=0` skips the reference model entirely.
+- Zero-advantage groups stay in the batch and count in the sequence mean (the paper's 1/G);
+  dropping and refilling them (DAPO dynamic sampling) is an option of the step, off by default.
+"""
+
+import torch
+import torch.nn.functional as F
+
+LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
+
+# -----------------------------------------------------------------------------
+# advantages
+
+
+def _groups(rewards, group_size):
+    # rewards (B,) with the G completions of a prompt adjacent -> (B/G, G)
+    if rewards.dim() != 1 or group_size < 2 or rewards.numel() % group_size:
+        raise ValueError(f"rewards must be (B,) with B a multiple of group_size >= 2, "
+                         f"got shape {tuple(rewards.shape)} and group_size {group_size}")
+    return rewards.view(-1, group_size)
+
+
+def _zero_var(groups):
+    # compare max and min rather than std == 0: the float mean of equal values need not equal them
+    return groups.amax(dim=1) == groups.amin(dim=1)  # (B/G,)
+
+
+def group_advantages(rewards, group_size, scale_std=True, eps=1e-4):
+    """Group-relative advantages (R1 eq. 3): (r - group mean) / (group std + eps), shape (B,).
+    rewards (B,) hold the G = group_size completions of each prompt next to each other.
+    scale_std=False is Dr. GRPO's unscaled r - mean. Equal-reward groups get exactly 0."""
+    g = _groups(rewards, group_size).to(torch.float32)  # (B/G, G)
+    adv = g - g.mean(dim=1, keepdim=True)
+    if scale_std:
+        adv = adv / (g.std(dim=1, keepdim=True) + eps)  # sample std, as TRL
+    adv = torch.where(_zero_var(g)[:, None], torch.zeros_like(adv), adv)
+    return adv.reshape(-1)  # (B,)
+
+
+def zero_variance_groups(rewards, group_size):
+    """How many groups have all-equal rewards (and so no learning signal)."""
+    return int(_zero_var(_groups(rewards, group_size)).sum())
+
+
+# -----------------------------------------------------------------------------
+# the loss
+
+
+def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, clip_eps_high=None,
+              beta=0.04, loss_agg="seq-mean-token-mean", max_tokens=None,
+              n_seqs=None, n_tokens=None, entropy=None):
+    """The GRPO loss (to minimise) and detached stats.
+    logp, old_logp, ref_logp, mask, entropy: (B, T) per completion token; advantages: (B,).
+    old_logp / ref_logp are treated as constants. ref_logp may be None when beta == 0.
+    clip_eps_high: DAPO's upper clip (defaults to clip_eps). max_tokens: the constant of
+    seq-mean-token-sum-norm (required there). n_seqs / n_tokens: the whole batch's sequence
+    count and mask sum when this is a micro-batch (default: this batch's own)."""
+    if loss_agg not in LOSS_AGGS:
+        raise ValueError(f"loss_agg must be one of {', '.join(LOSS_AGGS)}; got {loss_agg!r}")
+    if ref_logp is None and beta != 0:
+        raise ValueError("ref_logp is needed when beta != 0")
+    eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+    mask = mask.to(logp.dtype)
+    A = advantages.to(logp.dtype)[:, None]  # (B, 1): one advantage for every token of o_i
+
+    # clipped surrogate (R1 eq. 1, DeepSeekMath eq. 3), per token
+    ratio = torch.exp(logp - old_logp.detach())  # (B, T)
+    unclipped = ratio * A
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + eps_high) * A  # DAPO §3.1 when eps_high > eps
+    objective = torch.minimum(unclipped, clipped)
+
+    # k3 KL to the frozen reference (R1 eq. 2), in the loss rather than the reward
+    if ref_logp is not None:
+        d = ref_logp.detach() - logp
+        kl = torch.exp(d) - d - 1  # (B, T), >= 0
+        if beta != 0:
+            objective = objective - beta * kl
+    else:
+        kl = torch.zeros_like(logp)
+
+    loss = -_aggregate(objective, mask, loss_agg, max_tokens, n_seqs, n_tokens)
+
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+        mean = lambda x: float((x * mask).sum() / n)  # masked mean over this batch
+        stats = {
+            "clip_frac": mean((clipped < unclipped).to(mask.dtype)),  # clipped branch won
+            "kl": mean(kl),
+            "ratio": mean(ratio),
+            "tokens": float(mask.sum()),  # to weight the stats when averaging micro-batches
+        }
+        if entropy is not None:
+            stats["entropy"] = mean(entropy)
+    return loss, stats
+
+
+def _aggregate(x, mask, loss_agg, max_tokens, n_seqs, n_tokens):
+    # x, mask (B, T) -> scalar. Normalisers come from the whole batch when given, so that
+    # micro-batch results add up to the full-batch value exactly.
+    B = x.shape[0]
+    n_seqs = B if n_seqs is None else n_seqs
+    tok_sum = (x * mask).sum(dim=1)  # (B,)
+    if loss_agg == "seq-mean-token-mean":
+        # per-sequence length is local to the row; a fully masked row contributes 0
+        return (tok_sum / mask.sum(dim=1).clamp(min=1)).sum() / n_seqs
+    if loss_agg == "token-mean":
+        n_tokens = mask.sum().clamp(min=1) if n_tokens is None else n_tokens
+        return tok_sum.sum() / n_tokens
+    if max_tokens is None:  # seq-mean-token-sum-norm
+        raise ValueError("loss_agg='seq-mean-token-sum-norm' needs max_tokens "
+                         "(the generation budget)")
+    return tok_sum.sum() / (max_tokens * n_seqs)
+
+
+# -----------------------------------------------------------------------------
+# log-probs, entropy and masks
+
+
+def token_logprobs(logits, targets, temperature=1.0):
+    """log pi(target) under softmax(logits / temperature): (B, T, V), (B, T) -> (B, T).
+    Score with the temperature you sampled with, or the ratio and KL measure the wrong policy."""
+    # fp32: bf16 log-probs are too coarse for a ratio that should be exactly 1 at the first update
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def token_entropy(logits, temperature=1.0):
+    """Entropy of the sampling distribution at each position: (B, T, V) -> (B, T)."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def completion_mask(completion_ids, eos_id, mask_truncated=False):
+    """Which completion tokens are trained, for right-padded completions (B, T) -> float (B, T).
+    1 up to and including the first eos (so the model learns to stop), 0 after it. A row with
+    no eos was cut at the token budget: kept whole by default; mask_truncated=True zeroes it
+    (DAPO §3.4 overlong filtering: don't punish a reasoning chain only for being cut off)."""
+    is_eos = (completion_ids == eos_id).long()
+    eos_before = is_eos.cumsum(dim=1) - is_eos  # (B, T): eos tokens strictly before each position
+    mask = (eos_before == 0).float()
+    if mask_truncated:
+        mask = mask * is_eos.any(dim=1, keepdim=True).float()
+    return mask
+
+
+# --- rollouts and the GRPO step (lead) ---
+# The step reads top to bottom: sample G completions per prompt, score them with the rule
+# rewards, compute the old and reference log-probs once, then mu passes of minibatch updates.
+
+from dataclasses import dataclass
+import copy
+import time
+
+
+@dataclass
+class RLConfig:
+    rl_steps: int = 150           # GRPO steps (each: one batch of rollouts, mu inner passes)
+    prompts_per_step: int = 16    # distinct prompts per step
+    group_size: int = 8           # G completions per prompt (R1 uses 16)
+    max_new_tokens: int = 128     # generation budget per completion
+    temperature: float = 1.0      # sampling temperature, also used when scoring log-probs
+    rl_lr: float = 1e-4           # policy learning rate (far below pretraining's)
+    rl_warmup: int = 5            # linear warmup steps of the policy learning rate
+    mu: int = 1                   # inner passes over each batch of rollouts (R1: 1)
+    n_minibatches: int = 1        # optimizer steps per pass
+    micro_batch: int = 64         # sequences per forward/backward (grad accumulation)
+    clip_eps: float = 0.2         # PPO clip (R1 §2.2.1)
+    clip_eps_high: float = 0.0    # DAPO clip-higher upper bound (0 = same as clip_eps)
+    beta: float = 0.01            # KL weight to the reference (R1 eq. 1); 0 skips the reference
+    loss_agg: str = "seq-mean-token-mean"  # see the essay above
+    scale_std: bool = True        # divide advantages by the group std (False = Dr. GRPO)
+    mask_truncated: bool = False  # DAPO overlong filtering
+    dynamic_sampling: bool = False  # DAPO: replace zero-variance groups with fresh prompts (one refill)
+    ref_sync_every: int = 0       # copy the policy into the reference every N steps (0 = never)
+    rl_eval_every: int = 50       # held-out evaluation every this many steps
+    rl_ckpt_every: int = 25       # checkpoint every this many steps
+    rl_seed: int = 7              # seeds the prompt order and the sampling
+
+
+def rollout(model, enc, problems, cfg, generator=None):
+    """G sampled completions for each problem, with the KV cache, under inference mode.
+    Returns the prompt ids and completion ids (each including its <|endoftext|> if it stopped),
+    both repeated/ordered so the G completions of a prompt are adjacent."""
+    prompts = [enc.encode_ordinary(p.prompt) for p in problems for _ in range(cfg.group_size)]
+    model.eval()
+    completions = model.generate(prompts, cfg.max_new_tokens, enc.eot_token, temperature=cfg.temperature,
+                                 generator=generator)
+    model.train()
+    return prompts, completions
+
+
+def pack(prompts, completions, eot, device):
+    """Right-padded prompt+completion rows for scoring. Returns ids (B, L), the targets of the
+    completion positions (B, L-1) and their mask (B, L-1): logits at column t predict token t+1,
+    so completion token j of row i sits at target column len(prompt_i) - 1 + j."""
+    B, L = len(prompts), max(len(p) + len(c) for p, c in zip(prompts, completions))
+    ids = torch.full((B, L), eot, dtype=torch.long)
+    comp = torch.full((B, L - 1), eot, dtype=torch.long)
+    mask = torch.zeros(B, L - 1)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids[i, :len(p) + len(c)] = torch.tensor(p + c)
+        comp[i, len(p) - 1:len(p) - 1 + len(c)] = torch.tensor(c)
+        mask[i, len(p) - 1:len(p) - 1 + len(c)] = 1.0
+    return ids.to(device), comp.to(device), mask.to(device)
+
+
+def sequence_logprobs(model, ids, targets, temperature, micro_batch, with_entropy=False):
+    """Per-token log-probs of targets (B, L-1) under model, in micro-batches, no grad."""
+    out, ent = [], []
+    with torch.no_grad():
+        for i in range(0, ids.shape[0], micro_batch):
+            logits, _ = model(ids[i:i + micro_batch, :-1])
+            out.append(token_logprobs(logits, targets[i:i + micro_batch], temperature))
+            if with_entropy:
+                ent.append(token_entropy(logits, temperature))
+    return torch.cat(out), (torch.cat(ent) if with_entropy else None)
+
+
+def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=None, refill=None):
+    """One GRPO step. score_fn(texts, problems) -> dict of lists (reward, accuracy, format, lang).
+    refill() -> more problems, used only by dynamic sampling. Returns a dict of stats."""
+    import moe
+    dev = next(model.parameters()).device
+    G, t0 = cfg.group_size, time.time()
+
+    # ---- 1. rollouts: G completions per prompt, one batched generate with the KV cache
+    prompts, comps = rollout(model, enc, problems, cfg, generator)
+    t1 = time.time()
+
+    # ---- 2. rule rewards and group-relative advantages (R1 eq. 3)
+    texts = [enc.decode([t for t in c if t != enc.eot_token]) for c in comps]
+    s = score_fn(texts, [p for p in problems for _ in range(G)])
+    rewards = torch.tensor(s["reward"], dtype=torch.float32)
+    n_zero = zero_variance_groups(rewards, G)
+    if cfg.dynamic_sampling and n_zero and refill is not None:  # DAPO §3.2, one refill round
+        keep = ~_zero_var(_groups(rewards, G))
+        extra = refill(int(n_zero))
+        p2, c2 = rollout(model, enc, extra, cfg, generator)
+        t2s = [enc.decode([t for t in c if t != enc.eot_token]) for c in c2]
+        s2 = score_fn(t2s, [p for p in extra for _ in range(G)])
+        sel = [i for g in range(len(problems)) if keep[g] for i in range(g * G, (g + 1) * G)]
+        prompts, comps = [prompts[i] for i in sel] + p2, [comps[i] for i in sel] + c2
+        texts = [texts[i] for i in sel] + t2s
+        s = {k: [s[k][i] for i in sel] + s2[k] for k in ("reward", "accuracy", "format", "lang")}
+        rewards = torch.tensor(s["reward"], dtype=torch.float32)
+    adv = group_advantages(rewards, G, scale_std=cfg.scale_std).to(dev)
+    t2 = time.time()
+
+    # ---- 3. old-policy and reference log-probs, computed once per batch of rollouts
+    ids, targets, mask = pack(prompts, comps, enc.eot_token, dev)
+    if cfg.mask_truncated:
+        mask = mask * torch.tensor([float(enc.eot_token in c) for c in comps], device=dev)[:, None]
+    B = ids.shape[0]
+    # With one pass and one minibatch the policy that sampled is the policy being updated, so
+    # old == current exactly and its forward pass is skipped (ratio == 1: REINFORCE with a baseline).
+    single = cfg.mu == 1 and cfg.n_minibatches == 1
+    old = None if single else sequence_logprobs(model, ids, targets, cfg.temperature, cfg.micro_batch)[0]
+    ref = None
+    if cfg.beta > 0:
+        ref = sequence_logprobs(ref_model, ids, targets, cfg.temperature, cfg.micro_batch)[0]
+    t3 = time.time()
+
+    # ---- 4. mu passes of minibatch updates on the clipped objective
+    agg = {"clip_frac": 0.0, "kl": 0.0, "ratio": 0.0, "entropy": 0.0, "tokens": 0.0}
+    for _ in range(cfg.mu):
+        order = torch.randperm(B, generator=generator)
+        for mb in order.chunk(cfg.n_minibatches):
+            n_tokens = mask[mb].sum()
+            for micro in mb.split(cfg.micro_batch):
+                logits, _ = model(ids[micro, :-1])
+                logp = token_logprobs(logits, targets[micro], cfg.temperature)
+                with torch.no_grad():
+                    ent = token_entropy(logits, cfg.temperature)
+                loss, st = grpo_loss(logp, logp.detach() if old is None else old[micro],
+                                     None if ref is None else ref[micro], adv[micro], mask[micro],
+                                     clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high or None,
+                                     beta=cfg.beta, loss_agg=cfg.loss_agg, max_tokens=cfg.max_new_tokens,
+                                     n_seqs=len(mb), n_tokens=n_tokens, entropy=ent)
+                loss.backward()
+                for k in agg:
+                    agg[k] += st.get(k, 0.0) * (st["tokens"] if k != "tokens" else 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            moe.update_bias(model)
+    t4 = time.time()
+
+    n_tok = max(1.0, agg.pop("tokens"))
+    stats = {k: v / n_tok for k, v in agg.items()}
+    lens = [len(c) for c in comps]
+    stats.update(reward=sum(s["reward"]) / B, accuracy=sum(s["accuracy"]) / B, format_rate=sum(s["format"]) / B,
+                 lang=sum(s["lang"]) / B, response_tokens=sum(lens) / B, zero_var_frac=n_zero / len(problems),
+                 sample_tok_s=sum(lens) / max(1e-9, t1 - t0), t_generate=t1 - t0, t_score=t2 - t1,
+                 t_logprobs=t3 - t2, t_update=t4 - t3, step_s=t4 - t0, example=texts[0])
+    return stats
+
+
+def make_reference(model):
+    """A frozen copy of the policy: the KL anchor (R1 eq. 2)."""
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref

@@ -1,0 +1,275 @@
+"""
+moe.py -- DeepSeekMoE: router, routed + shared experts, token dispatch, load balancing.
+
+A library module: `model.py` puts `MoE(cfg)` where a dense block has its MLP, and `train.py`
+calls `update_bias(model)` after every optimizer step and logs `load_stats(model)`.
+Check it with `python -m pytest _tests_moe.py` (every path against a per-token fp64 loop);
+time it with `python _bench_moe.py` (the figures of bench.py's `moe` group).
+
+Letters used in shape comments:
+  B batch, T time, C model width (n_embd), N = B*T tokens, E routed experts,
+  K experts per token, S shared experts, H hidden size of one expert, G expert groups,
+  M = N*K (token, expert) pairs, P >= M rows of a padded grouped-GEMM buffer.
+
+Routing (DeepSeek-V3 report §2.1.2, eq. 12-16). The affinity of token u to expert i is
+s_i = sigmoid(u . e_i), e_i a row of the raw (E, C) `gate` parameter. The gate is not an
+nn.Linear, so FP8 conversion never touches it, and its product is computed in fp32 (or fp64)
+even under autocast: the report keeps the gating in high precision (§3.3). The K experts are
+chosen by s_i + b_i, where b is the `expert_bias` buffer, but the weights applied to their
+outputs use s alone: g_i = s_i / sum_{j chosen} s_j (eq. 13), times `route_scale`.
+`score_func='softmax'` (DeepSeek-V2 style) uses the softmax probabilities of the chosen experts
+as they are, without renormalising (as V2 and the V3 reference code do), so a token whose
+mass is spread over unchosen experts gets a smaller update.
+Group-limited routing (the node-limited routing of §2.1.2): the E experts form G groups, a
+group scores the sum of its two highest biased affinities, the best `n_limited_groups` groups
+survive and every other expert is masked with -inf. Not 0: biased scores can be negative, and
+a 0 would then beat a legitimate expert.
+
+Balancing. (1) Auxiliary-loss-free (§2.1.2): every training forward adds its token counts to
+`tokens_per_expert`; after the optimizer step `update_bias` moves b_i by gamma toward balance,
++gamma if expert i was under the mean load, -gamma if over. Counting every forward of the step
+makes gradient accumulation see the whole step. (2) The complementary sequence-wise balance
+loss (eq. 17-20) with a small alpha: L = alpha * sum_i f_i P_i per sequence, f_i the share of
+the sequence's tokens routed to i (times E/K), P_i its mean normalised affinity. The gradient
+flows only through P. `self.aux_loss` holds it after each forward.
+
+Dispatch. No capacity factor and no token dropping (§2.1.2). The M (token, expert) pairs are
+sorted by expert (stable), the tokens gathered into that order, and each of the three weight
+matrices runs as one grouped GEMM: `torch._grouped_mm` with offs = where each expert's rows
+end. Its rules, checked in the torch source and by experiment (torch 2.13): every operand
+stride must be a multiple of 16 bytes on every device (fp32: C and H multiples of 4), dtypes
+fp32/bf16/fp16 only (fp64 is refused), and the output rows past offs[-1] are left
+uninitialised. CUDA runs a grouped CUTLASS kernel only for bf16 on sm90/sm100 (others get
+torch's own per-group loop); it wants each group's row count a multiple of 16 bytes too, so
+on CUDA each group is padded with zero rows. An empty group gets one padded block of zeros
+because empty groups gave garbage weight gradients on B200 (pytorch issue #172439). The
+padded size is fixed without reading counts on the host (no GPU sync) and its slack goes to
+the last group, so offs[-1] equals the rows allocated: no row lies past the last offset.
+Zero rows give zero outputs and zero gradients. On CPU nothing is padded. Where
+`_grouped_mm` can't run (fp64, unaligned sizes, other devices) the same sorted buffer goes
+through one matmul per group.
+Combine: out_t = sum_k g_tk y_tk. A scatter-add of M rows into N (index_add_) uses atomics on
+CUDA, so its summation order is not fixed. Instead the sorted rows are permuted back to
+(token, slot) order (each row written once) and summed over K in a fixed order: the same
+scatter-add, bitwise deterministic on every device. The gather in front is an expand plus a
+permutation for the same reason: its backward is a fixed-order sum over K.
+`moe_dispatch='loop'` is the naive reference (per expert: find its tokens, run, add); it also
+runs the experts when FP8 is on (`fp8_recipe` set), one `fp8.fp8_linear` per expert GEMM.
+
+Deliberate differences from the paper: biases are re-centred to mean zero after each update
+(top-K, group choice included, is unchanged by a common shift; this only stops drift); the
+f_i of the balance loss counts the experts actually chosen (with bias and group limit), the
+load we want balanced; the S shared experts are one SwiGLU of hidden S*H (the same function
+as S experts summed); group-limited routing saves no communication here, it is kept so that
+the routing is the paper's.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SwiGLU(nn.Module):
+    """w2(silu(w1 x) * w3 x) with nn.Linear layers, so FP8 conversion can swap them."""
+
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def _grouped_mm_ok(a, *ws):
+    """Can torch._grouped_mm take these operands? (rules in the module docstring)"""
+    return (hasattr(torch, "_grouped_mm") and a.device.type in ("cpu", "cuda")
+            and a.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and all(d * a.element_size() % 16 == 0 for w in ws for d in w.shape[1:]))
+
+
+def _gmm(a, w, offs, use_gmm):
+    """a (P, in) rows grouped by offs, w (E, out, in) -> (P, out): rows of group e times w[e]^T."""
+    if use_gmm:
+        return torch._grouped_mm(a, w.transpose(-2, -1), offs=offs)
+    ends = offs.tolist()  # one matmul per group on the same buffer (fp64 tests, odd sizes)
+    return torch.cat([a[s:t] @ w[e].t() for e, (s, t) in enumerate(zip([0] + ends[:-1], ends))])
+
+
+def _pad_groups(counts, M, align):
+    """Where each sorted row goes when every group is padded to a multiple of `align` rows.
+    counts (E,) -> pos (M,) row index in the padded buffer, offs (E,) int32 group ends, P rows."""
+    E = counts.numel()
+    padded = ((counts + align - 1) // align).clamp(min=1) * align  # (E,) empty group: one block
+    P = (M + align - 1) // align * align + E * align  # >= sum(padded), known without a sync
+    ends = padded.cumsum(0)
+    offs = torch.cat([ends[:-1], ends.new_full((1,), P)])  # the last group takes the slack
+    expert = torch.repeat_interleave(torch.arange(E, device=counts.device), counts, output_size=M)
+    first = counts.cumsum(0) - counts  # (E,) first sorted row of each expert
+    pos = torch.arange(M, device=counts.device) - first[expert] + (ends - padded)[expert]
+    return pos, offs.int(), P
+
+
+class MoE(nn.Module):
+    """(B, T, C) -> (B, T, C): shared experts + top-K of E routed SwiGLU experts."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        C, E, H, S = cfg.n_embd, cfg.n_routed_experts, cfg.moe_hidden, cfg.n_shared_experts
+        self.E, self.K = E, cfg.n_experts_per_tok
+        self.n_groups, self.n_limited = cfg.n_expert_groups, cfg.n_limited_groups
+        self.route_scale, self.score_func = float(cfg.route_scale), cfg.score_func
+        self.gamma, self.alpha = float(cfg.bias_update_gamma), float(cfg.seq_aux_alpha)
+        self.dispatch = cfg.moe_dispatch
+        assert self.score_func in ("sigmoid", "softmax"), self.score_func
+        assert self.dispatch in ("grouped", "loop"), self.dispatch
+        assert E % self.n_groups == 0 and self.K <= self.n_limited * E // self.n_groups
+        self.gate = nn.Parameter(torch.empty(E, C))  # raw, so FP8 conversion leaves it alone
+        self.w1 = nn.Parameter(torch.empty(E, H, C))
+        self.w3 = nn.Parameter(torch.empty(E, H, C))
+        self.w2 = nn.Parameter(torch.empty(E, C, H))
+        self.shared = SwiGLU(C, S * H) if S > 0 else None
+        self.register_buffer("expert_bias", torch.zeros(E))  # b of §2.1.2: part of the model
+        self.register_buffer("tokens_per_expert", torch.zeros(E), persistent=False)
+        self.register_buffer("last_load", torch.zeros(E), persistent=False)  # last step's counts
+        self.aux_loss = torch.zeros(())
+        self.fp8_recipe = None  # set by fp8.convert_to_float8
+        self.group_align = None  # rows per padded group; None = what the device needs
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for w in (self.gate, self.w1, self.w3, self.w2):
+            nn.init.normal_(w, std=0.02)
+
+    def _apply(self, fn, *args, **kwargs):
+        # model.to(bfloat16) must not demote the routing state: +-gamma steps vanish in bf16
+        super()._apply(fn, *args, **kwargs)
+        for name in ("expert_bias", "tokens_per_expert", "last_load"):
+            setattr(self, name, getattr(self, name).float())
+        return self
+
+    # ---- routing ----
+    def route(self, x):
+        """x (N, C) -> idx (N, K) chosen experts, weight (N, K) applied, scores (N, E)."""
+        rdt = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):  # gating in high precision (§3.3)
+            logits = x.to(rdt) @ self.gate.to(rdt).t()  # (N, E)
+        scores = logits.sigmoid() if self.score_func == "sigmoid" else logits.softmax(-1)
+        biased = scores.detach() + self.expert_bias  # the bias only chooses
+        if self.n_groups > 1:
+            biased = self._limit_groups(biased)
+        idx = biased.topk(self.K, dim=-1).indices  # (N, K)
+        weight = scores.gather(1, idx)  # (N, K) unbiased affinities
+        if self.score_func == "sigmoid":
+            weight = weight / weight.sum(-1, keepdim=True)  # eq. 13
+        return idx, weight * self.route_scale, scores
+
+    def _limit_groups(self, biased):
+        """Keep the n_limited best of G groups; -inf elsewhere. (N, E) -> (N, E)"""
+        N = biased.shape[0]
+        g = biased.view(N, self.n_groups, -1)  # (N, G, E/G)
+        group_score = g.topk(min(2, g.shape[-1]), dim=-1).values.sum(-1)  # (N, G)
+        keep = group_score.topk(self.n_limited, dim=-1).indices  # (N, n_limited)
+        drop = torch.ones_like(group_score, dtype=torch.bool).scatter_(1, keep, False)
+        return g.masked_fill(drop.unsqueeze(-1), float("-inf")).view(N, -1)
+
+    def _seq_aux_loss(self, scores, idx, B, T):
+        """DeepSeek-V3 eq. 17-20, averaged over the B sequences."""
+        E, K = self.E, self.K
+        chosen = torch.zeros_like(scores).scatter_(1, idx, 1.0)  # (N, E) 0/1
+        f = chosen.view(B, T, E).sum(1) * (E / (K * T))  # (B, E) eq. 18
+        p = (scores / scores.sum(-1, keepdim=True)).view(B, T, E).mean(1)  # (B, E) eq. 19-20
+        return self.alpha * (f * p).sum(-1).mean()  # eq. 17
+
+    # ---- forward ----
+    def forward(self, x):
+        B, T, C = x.shape
+        xf = x.reshape(B * T, C)  # (N, C)
+        idx, weight, scores = self.route(xf)
+        if self.training:
+            with torch.no_grad():  # all micro-batches of a step count (update_bias resets)
+                self.tokens_per_expert += torch.bincount(idx.flatten(), minlength=self.E).float()
+        use_aux = self.training and self.alpha > 0
+        self.aux_loss = self._seq_aux_loss(scores, idx, B, T) if use_aux else scores.new_zeros(())
+        dev = x.device.type  # run the experts in the dtype F.linear would use under autocast
+        cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        xc, weight = xf.to(cdt), weight.to(cdt)
+        if self.fp8_recipe is not None:
+            import fp8  # lazily: moe.py works without it
+            recipe = self.fp8_recipe
+            y = self._loop(xc, idx, weight, lambda a, w: fp8.fp8_linear(a, w, recipe))
+        elif self.dispatch == "loop":
+            y = self._loop(xc, idx, weight, lambda a, w: a @ w.to(a.dtype).t())
+        else:
+            y = self._grouped(xc, idx, weight)
+        if self.shared is not None:
+            y = y + self.shared(xf)
+        return y.view(B, T, C)
+
+    def _loop(self, x, idx, weight, linear):
+        """The naive reference: per expert, find its tokens, run it, add. (N, C) -> (N, C)"""
+        out = torch.zeros_like(x)
+        for e in range(self.E):
+            tok, slot = torch.where(idx == e)  # a token picks e at most once: tok is unique
+            if tok.numel() == 0:
+                continue  # no work; its weights get zero gradients
+            xe = x[tok]  # (n_e, C)
+            ye = linear(F.silu(linear(xe, self.w1[e])) * linear(xe, self.w3[e]), self.w2[e])
+            out = out.index_add(0, tok, ye.to(x.dtype) * weight[tok, slot, None])
+        return out
+
+    def _grouped(self, x, idx, weight):
+        """Sort pairs by expert, three grouped GEMMs, fixed-order combine. (N, C) -> (N, C)"""
+        (N, C), K = x.shape, self.K
+        flat = idx.flatten()  # (M,) expert of pair n*K + k
+        order = flat.argsort(stable=True)  # (M,) pairs sorted by expert
+        counts = torch.bincount(flat, minlength=self.E)  # (E,)
+        xs = x.unsqueeze(1).expand(N, K, C).reshape(N * K, C)[order]  # (M, C)
+        w1, w3, w2 = (w.to(x.dtype) for w in (self.w1, self.w3, self.w2))
+        use_gmm = _grouped_mm_ok(x, w1, w2)
+        align = self.group_align or (16 // x.element_size() if x.is_cuda and use_gmm else 1)
+        if align > 1:  # zero-padded groups: every row of the buffer is initialised
+            pos, offs, P = _pad_groups(counts, N * K, align)
+            xs = x.new_zeros(P, C).index_copy(0, pos, xs)  # (P, C)
+        else:
+            offs = counts.cumsum(0).int()  # offs[-1] == M: nothing past the last group
+        w = weight.flatten()[order]  # (M,) routing weight of each sorted pair
+        if align > 1:
+            w = w.new_zeros(P).index_copy(0, pos, w)  # (P,)
+        h = F.silu(_gmm(xs, w1, offs, use_gmm)) * _gmm(xs, w3, offs, use_gmm)  # (P, H)
+        ys = _gmm(h * w.unsqueeze(1), w2, offs, use_gmm)  # (P, C) weight folded in: w2 is linear
+        if align > 1:
+            ys = ys[pos]  # (M, C) drop the padding
+        y = ys[order.argsort()].view(N, K, C)  # back to (token, slot) order: a permutation
+        return y.sum(1)  # (N, C) the scatter-add, summed over K in a fixed order
+
+
+# ---- balancing and stats, called by train.py ----
+def _moe_layers(model):
+    return [m for m in model.modules() if isinstance(m, MoE)]
+
+
+@torch.no_grad()
+def update_bias(model):
+    """After an optimizer step: aux-loss-free bias update (§2.1.2), then reset the counts."""
+    for m in _moe_layers(model):
+        load = m.tokens_per_expert  # (E,) tokens of the whole step (all micro-batches)
+        if m.gamma > 0:  # an empty step gives sign(0) = 0: no change
+            m.expert_bias += m.gamma * torch.sign(load.mean() - load)
+            m.expert_bias -= m.expert_bias.mean()  # top-K ignores a common shift: stop drift
+        m.last_load.copy_(load)
+        load.zero_()
+
+
+def load_stats(model):
+    """{moe{i}.max_mean, moe{i}.dead} per MoE layer from the last step, plus the worst
+    max/mean as moe.max_mean. 0 before the first step; {} without MoE layers."""
+    stats = {}
+    for i, m in enumerate(_moe_layers(model)):
+        load = m.last_load.detach().cpu()
+        mean = load.mean().item()
+        stats[f"moe{i}.max_mean"] = load.max().item() / mean if mean > 0 else 0.0
+        stats[f"moe{i}.dead"] = int((load == 0).sum()) if mean > 0 else 0
+    if stats:
+        stats["moe.max_mean"] = max(v for k, v in stats.items() if k.endswith(".max_mean"))
+    return stats
