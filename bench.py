@@ -12,14 +12,20 @@ machine it runs on; the CPU may be shared, so treat small differences as noise.
 """
 import json
 import os
+import random
 import statistics
 import sys
 import time
+import types
+from fractions import Fraction
 
 import torch
 
 import data
+import fp8
+import rewards
 from model import GPT, GPTConfig
+from moe import MoE, SwiGLU
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,26 +82,220 @@ def bench_model():
     return res
 
 
+# ---- moe: the MoE layer against a dense SwiGLU with the same active parameters (hidden
+# (K+S)*H: the same FLOPs per token) and against the naive loop dispatch. The large shape is
+# the issue's: 4096 tokens, C=512, 16 routed experts top-2 + 1 shared; H=256 is the gpu
+# preset's expert size. fp32 for both sides (like with like); medians of per-repeat ratios.
+
+LARGE_SHAPE = (16, 256, 512, 16, 2, 1, 256)  # 4096 tokens
+
+
+def _cfg(C, E, K, S, H, dispatch):
+    return types.SimpleNamespace(
+        n_embd=C, n_routed_experts=E, n_experts_per_tok=K, n_shared_experts=S, moe_hidden=H,
+        n_expert_groups=1, n_limited_groups=1, route_scale=1.0, score_func="sigmoid",
+        bias_update_gamma=0.0, seq_aux_alpha=1e-4, moe_dispatch=dispatch)
+
+
+def _fwd_bwd(module, x):
+    module.zero_grad(set_to_none=True)
+    x.grad = None
+    t0 = time.perf_counter()
+    loss = module(x).float().square().mean() + getattr(module, "aux_loss", 0.0)
+    loss.backward()
+    return time.perf_counter() - t0
+
+
+def _ratios(shape, repeats, with_loop, warmup=2):
+    """Median over repeats of t(moe)/t(dense) and t(moe)/t(loop), one forward+backward each
+    (input and parameter grads). The modules take turns within every repeat and each repeat
+    gives its own ratio, so a noisy neighbour on a shared CPU slows all of them alike."""
+    B, T, C, E, K, S, H = shape
+    torch.manual_seed(0)
+    x = torch.randn(B, T, C, requires_grad=True)
+    modules = {"moe": MoE(_cfg(C, E, K, S, H, "grouped")).train(),
+               "dense": SwiGLU(C, (K + S) * H).train()}
+    if with_loop:  # same weights, same routing, the naive dispatch
+        modules["loop"] = MoE(_cfg(C, E, K, S, H, "loop")).train()
+        modules["loop"].load_state_dict(modules["moe"].state_dict())
+    times = {name: [] for name in modules}
+    for i in range(warmup + repeats):
+        for name, module in modules.items():
+            t = _fwd_bwd(module, x)
+            if i >= warmup:
+                times[name].append(t)
+    out = {"moe_ms": 1e3 * statistics.median(times["moe"])}
+    for base in modules.keys() - {"moe"}:
+        out[base] = statistics.median(m / b for m, b in zip(times["moe"], times[base]))
+    return out
+
+
+def bench_moe_shapes(cpu_preset_shape=(16, 192, 128, 8, 2, 1, 128), repeats=5):
+    """{"moe.ratio_vs_dense", "moe.ratio_vs_loop"} at the large shape, plus
+    "moe.ratio_vs_dense_cpu_preset" at the cpu preset's (B, T, C, E, K, S, H)."""
+    big = _ratios(LARGE_SHAPE, repeats, with_loop=True)
+    small = _ratios(tuple(cpu_preset_shape), 2 * repeats, with_loop=False)
+    return {
+        "moe.ratio_vs_dense": big["dense"],
+        "moe.ratio_vs_loop": big["loop"],
+        "moe.ratio_vs_dense_cpu_preset": small["dense"],
+        "moe.ms_fwd_bwd": big["moe_ms"],
+        "moe.ms_fwd_bwd_cpu_preset": small["moe_ms"],
+    }
+
+
 def bench_moe():
-    sys.path.insert(0, ROOT)
-    from _bench_moe import bench_moe as run
     cfgs, _, _ = cpu_preset_configs()
     m, t = cfgs["model"], cfgs["train"]
-    return run((t.batch_size, m.block_size, m.n_embd, m.n_routed_experts, m.n_experts_per_tok,
-                m.n_shared_experts, m.moe_hidden))
+    return bench_moe_shapes((t.batch_size, m.block_size, m.n_embd, m.n_routed_experts, m.n_experts_per_tok,
+                             m.n_shared_experts, m.moe_hidden))
+
+
+# ---- fp8: each recipe's loss against full precision (same seed, same steps), and step time
+
+def _step_ms(x, w, recipe, reps):
+    times = []
+    for i in range(reps + 1):                          # the first one warms up
+        t0 = time.perf_counter()
+        y = fp8.fp8_linear(x, w, recipe)
+        y.backward(torch.ones_like(y))
+        times.append((time.perf_counter() - t0) * 1e3)
+        x.grad = w.grad = None
+    return statistics.median(times[1:])
+
+
+def bench_fp8_step_times(S=2048, I=512, O=512, reps=5) -> dict:
+    torch.manual_seed(0)
+    x = torch.randn(S, I, requires_grad=True)
+    w = (torch.randn(O, I) * 0.05).requires_grad_()
+    return {f"fp8.step_ms_{r}": round(_step_ms(x, w, r, reps), 2) for r in ("off",) + fp8.RECIPES}
 
 
 def bench_fp8():
-    from _bench_fp8 import bench_fp8_step_times
-    return bench_fp8_step_times()
+    """Pretrain the cpu-preset model with each recipe and compare the final held-out loss with
+    the unquantized run. BENCH_FP8_ITERS (default 200) sets the steps: the full cpu preset
+    (600) per recipe is ~4x that in CPU time, blockwise emulation being the slowest."""
+    import subprocess
+    iters = int(os.environ.get("BENCH_FP8_ITERS", 200))
+    res, loss = {}, {}
+    for recipe in ("off",) + fp8.RECIPES:
+        out = os.path.join(ROOT, "out", "bench_fp8", recipe)
+        t0 = time.time()
+        subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--stage", "pretrain", "--fp8", recipe,
+                        "--out_dir", out, "--max_iters", str(iters), "--n_heldout", "20", "--quiet"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        ev = json.load(open(os.path.join(out, "pretrain", "eval.json")))
+        loss[recipe] = ev["heldout_loss"]
+        res[f"fp8.heldout_loss_{recipe}"] = loss[recipe]
+        res[f"fp8.train_s_{recipe}"] = time.time() - t0
+    for recipe in fp8.RECIPES:
+        res[f"fp8.loss_gap_{recipe}"] = abs(loss[recipe] - loss["off"]) / loss["off"]
+    res.update(bench_fp8_step_times())
+    return res
 
 
-def bench_rewards():
-    from _bench_rewards import bench_rewards as run
-    return run()
+# ---- rewards: verdicts per second on a GRPO-sized batch, and the latency of one verdict
+
+ADVERSARIAL = ["__import__('os').system('ls')", "9^9^9^9", "1000000!", "(x+1)^100000", "nan",
+               "1" * 100_000, "(" * 500 + "1" + ")" * 500, "lambda: 1", "５", "zoo", "3 or 4"]
+THINK = {"en": "First work out each part step by step, then combine the partial results.",
+         "zh": "先逐步算出每一部分，再把中间结果合起来。"}
 
 
-GROUPS = {"model": bench_model, "moe": bench_moe, "fp8": bench_fp8, "rewards": bench_rewards}
+def _problem(rng):
+    """(gold, [equivalent forms], [wrong answers]) in the toy world's formats."""
+    kind = rng.choice(["arith", "linear", "poly", "frac"])
+    if kind == "arith":
+        v = rng.randint(10, 99) * rng.randint(2, 9) + rng.randint(-50, 50)
+        return str(v), [f"{v}.", f"\\boxed{{{v}}}", f"{v}。"], [str(v + rng.choice([-10, -1, 1, 2]))]
+    if kind == "linear":
+        q = rng.randint(-20, 20)
+        return f"x = {q}", [str(q), f"x={q}", f"\\boxed{{x = {q}}}"], [f"x = {q + 1}", f"y = {q}"]
+    if kind == "poly":
+        c, a, b = rng.randint(1, 5), rng.randint(-9, 9), rng.randint(-9, 9)
+        gold = f"{c}x^2 + {c * (a + b)}x + {c * a * b}".replace("+ -", "- ")
+        factored = f"{c}(x + {a})(x + {b})".replace("+ -", "- ")
+        wrong = [f"{c}x^2 + {c * (a + b) + 1}x + {c * a * b}", f"{c}(x + {a})(x - {b + 1})"]
+        return gold, [factored, gold.replace(" ", "")], wrong
+    f = Fraction(rng.randint(1, 30), rng.randint(2, 30))
+    p, q = f.numerator, f.denominator  # the gold is reduced
+    forms = [f"{2 * p}/{2 * q}", f"\\frac{{{p}}}{{{q}}}"]
+    if 10**6 % q == 0:
+        forms.append(str(p / q))  # a terminating decimal: 0.5 for 1/2
+    return f"{p}/{q}", forms, [f"{p}/{q + 1}", f"{p + 1}/{q}"]
+
+
+def make_batch(n=1000, seed=0):
+    """n completions of independent problems: right, right in another form, wrong, badly
+    formatted and adversarial, in both languages."""
+    rng = random.Random(seed)
+    completions, golds, langs = [], [], []
+    for _ in range(n):
+        gold, same, wrong = _problem(rng)
+        lang, r = rng.choice(["en", "zh"]), rng.random()
+        answer = (gold if r < 0.35 else rng.choice(same) if r < 0.55 else rng.choice(wrong)
+                  if r < 0.8 else rng.choice(ADVERSARIAL) if r < 0.9 else gold)
+        text = f" <think> {THINK[lang]} </think> <answer> {answer} </answer>"
+        if r >= 0.9:  # badly formatted: no think block, trailing text, or two answers
+            text = rng.choice([f"<answer>{answer}</answer>", text + " Done.",
+                               text + f"<answer>{answer}</answer>"])
+        completions.append(text)
+        golds.append(gold)
+        langs.append(lang)
+    return completions, golds, langs
+
+
+def bench_rewards(n=1000, seed=0) -> dict:
+    """rewards.verdicts_per_s: a 1,000-completion batch through score_batch (worker already
+    running, as in training); rewards.p99_ms: 99th percentile of one completion scored alone."""
+    completions, golds, langs = make_batch(n, seed)
+    rewards.score_batch(completions[:20], golds[:20], langs[:20])  # start the worker (once per run)
+    t0 = time.perf_counter()
+    rewards.score_batch(completions, golds, langs, stage="rl1")
+    batch_s = time.perf_counter() - t0
+    times = []  # one completion at a time, no batch cache: the latency of a single verdict
+    for c, g, lang in zip(completions, golds, langs):
+        t = time.perf_counter()
+        rewards.score_batch([c], [g], [lang], stage="rl1")
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return {"rewards.verdicts_per_s": round(n / batch_s, 1),
+            "rewards.p99_ms": round(1000 * times[int(0.99 * (n - 1))], 3),
+            "rewards.batch_s": round(batch_s, 3)}
+
+
+def bench_grpo():
+    """One GRPO step at the cpu preset on the base model (out/pretrain if present, else a fresh
+    model: the split then reflects untrained lengths), split into its phases."""
+    import grpo
+    import rewards
+    import train
+    cfgs, enc, _ = cpu_preset_configs()
+    path = os.path.join(ROOT, "out", "pretrain", "ckpt.pt")
+    model = GPT(cfgs["model"])
+    if os.path.exists(path):
+        ck = train.load_checkpoint(path)
+        enc, model = ck["enc"], GPT(GPTConfig(**ck["configs"]["model"]))
+        model.load_state_dict(ck["model"])
+    rc = cfgs["rl"]
+    ref = grpo.make_reference(model)
+    opt = train.make_optimizer(model, rc.rl_lr, cfgs["train"], "cpu")
+    problems = data.rl_problems(cfgs["data"], rc.prompts_per_step, seed=0)
+    score = lambda t, ps: rewards.score_batch(t, [p.answer for p in ps], [p.lang for p in ps], stage="zero")
+    st = [grpo.grpo_step(model, ref, opt, enc, problems, rc, score, torch.Generator().manual_seed(i)) for i in range(2)][-1]
+    res = {"grpo.step_s": st["step_s"], "grpo.generate_frac": st["t_generate"] / st["step_s"],
+           "grpo.score_frac": st["t_score"] / st["step_s"], "grpo.logprob_frac": st["t_logprobs"] / st["step_s"],
+           "grpo.update_frac": st["t_update"] / st["step_s"], "grpo.sample_tok_s": st["sample_tok_s"]}
+    model.eval()  # the same rollout without the KV cache: the cost the cache saves
+    prompts = [enc.encode_ordinary(p.prompt) for p in problems for _ in range(rc.group_size)]
+    t0 = time.perf_counter()
+    n = sum(map(len, model.generate(prompts, rc.max_new_tokens, enc.eot_token, temperature=rc.temperature,
+                                    use_cache=False, generator=torch.Generator().manual_seed(0))))
+    res["grpo.sample_tok_s_nocache"] = n / (time.perf_counter() - t0)
+    return res
+
+
+GROUPS = {"model": bench_model, "moe": bench_moe, "fp8": bench_fp8, "rewards": bench_rewards, "grpo": bench_grpo}
 
 
 def main():

@@ -39,12 +39,9 @@ KINDS = ("arith", "linear", "poly", "frac")
 # with "Assistant:"; the model must itself open <think> (the template does not pre-fill it).
 
 ZERO_TEMPLATE = {
-    "en": ("A conversation between User and Assistant. The User asks a question and the "
-           "Assistant solves it. The Assistant first thinks about the reasoning process and then "
-           "gives the answer. The reasoning is inside <think> </think> tags and the answer is "
-           "inside <answer> </answer> tags.\nUser: {q}\nAssistant:"),
-    "zh": ("用户与助手之间的对话。用户提出问题，助手解答。助手先思考推理过程，然后给出答案。"
-           "推理写在 <think> </think> 标签内，答案写在 <answer> </answer> 标签内。\n用户：{q}\n助手："),
+    "en": ("The Assistant solves the User's problem. It first reasons inside <think> </think>, then "
+           "gives the answer inside <answer> </answer>.\nUser: {q}\nAssistant:"),
+    "zh": "助手解答用户的问题。先在 <think> </think> 中推理，再在 <answer> </answer> 中给出答案。\n用户：{q}\n助手：",
 }
 BARE_OPENER = {"en": "I know this one.", "zh": "这题我会。"}
 CHAIN_OPENER = {"en": "Let me work it out step by step.", "zh": "我一步一步来算。"}
@@ -203,15 +200,15 @@ def make_problem(rng, kind, difficulty, lang, split, slip=None):
 class DataConfig:
     n_docs: int = 40_000          # pretraining documents (each ends with <|endoftext|>)
     p_zh: float = 0.3             # share of Chinese problems
-    p_chain: float = 0.30         # careful step-by-step solution
-    p_bare: float = 0.25          # bare answer, no work
+    p_chain: float = 0.40         # careful step-by-step solution
+    p_bare: float = 0.15          # bare answer, no work
     p_slip: float = 0.08          # step-by-step with one wrong step
     p_switch: float = 0.07        # switches language half way
     # the rest (0.30) uses the R1-Zero template:
     p_template_tagged: float = 0.75  # ...with <think>/<answer> tags (else a plain sentence)
     p_template_chain: float = 0.30   # ...and a chain inside <think> (else "I know this one.")
-    corpus_mix: str = "arith:1,arith:2,arith:3,linear:1,linear:2,poly:1,poly:2,frac:1,frac:2"
-    rl_mix: str = "arith:1,arith:2,linear:2,poly:2,frac:1,frac:2"  # RL prompts & held-out
+    corpus_mix: str = "arith:1,arith:2,linear:1,linear:2,poly:1,poly:2,frac:1,frac:2"  # kind:difficulty
+    rl_mix: str = "arith:1,arith:2,poly:2,frac:1"  # RL prompts & held-out: where the chain wins
     vocab_size: int = 1024        # BPE vocabulary incl. 256 bytes and <|endoftext|>
     bpe_docs: int = 4000          # documents the tokenizer is trained on
     n_heldout: int = 200          # held-out problems
@@ -266,9 +263,13 @@ def build_corpus(cfg):
 
 def rl_problems(cfg, n, seed, split="rl"):
     """n problems from the RL distribution (rl_mix), drawn from `split`."""
+    from rewards import validate_gold  # gold answers are parsed once, when a set is built
     rng, mix = random.Random(seed), parse_mix(cfg.rl_mix)
-    return [make_problem(rng, *rng.choice(mix), "zh" if rng.random() < cfg.p_zh else "en", split)
-            for _ in range(n)]
+    problems = [make_problem(rng, *rng.choice(mix), "zh" if rng.random() < cfg.p_zh else "en", split)
+                for _ in range(n)]
+    for p in problems:
+        validate_gold(p.answer)
+    return problems
 
 
 def heldout_problems(cfg):

@@ -5,7 +5,7 @@ and swapping the eligible layers of a model.
 A library module: `train.py --fp8 {off,tensorwise,rowwise,blockwise}` calls
 `convert_to_float8(model, recipe)` once after building the model (before the optimizer);
 `fp8_supported(device, recipe)` says whether a recipe can run there. Check it with
-`python -m pytest _tests_fp8.py`; time it with `python _bench_fp8.py`.
+`python -m pytest tests_fp8.py`; time it with `python bench.py fp8`.
 
 WHAT HAS AND HAS NOT RUN ON A GPU: nothing in this file has run on a GPU; none was available.
 Verified on CPU (torch 2.13): the tensorwise and rowwise GEMMs through `torch._scaled_mm`'s

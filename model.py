@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from moe import MoE, SwiGLU
+
 
 @dataclass
 class GPTConfig:
@@ -99,18 +101,6 @@ class Attention(nn.Module):
         return self.wo(y.transpose(1, 2).reshape(B, T, self.h * self.d))
 
 
-class MLP(nn.Module):
-    """SwiGLU: w2(silu(w1 x) * w3 x)."""
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
-
-
 class Block(nn.Module):
     def __init__(self, cfg, layer):
         super().__init__()
@@ -118,10 +108,9 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         # The one place a block picks dense or MoE: DeepSeek-V3 keeps its first layers dense.
         if cfg.n_routed_experts > 0 and layer >= cfg.n_dense_layers:
-            from moe import MoE
             self.mlp = MoE(cfg)
         else:
-            self.mlp = MLP(cfg.n_embd, cfg.mlp_hidden)
+            self.mlp = SwiGLU(cfg.n_embd, cfg.mlp_hidden)
 
     def forward(self, x, cos, sin, mask, cache):
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache)

@@ -3,8 +3,8 @@ moe.py -- DeepSeekMoE: router, routed + shared experts, token dispatch, load bal
 
 A library module: `model.py` puts `MoE(cfg)` where a dense block has its MLP, and `train.py`
 calls `update_bias(model)` after every optimizer step and logs `load_stats(model)`.
-Check it with `python -m pytest _tests_moe.py` (every path against a per-token fp64 loop);
-time it with `python _bench_moe.py` (the figures of bench.py's `moe` group).
+Check it with `python -m pytest tests_moe.py` (every path against a per-token fp64 loop);
+time it with `python bench.py moe` (the figures of bench.py's `moe` group).
 
 Letters used in shape comments:
   B batch, T time, C model width (n_embd), N = B*T tokens, E routed experts,
@@ -35,24 +35,35 @@ flows only through P. `self.aux_loss` holds it after each forward.
 
 Dispatch. No capacity factor and no token dropping (§2.1.2). The M (token, expert) pairs are
 sorted by expert (stable), the tokens gathered into that order, and each of the three weight
-matrices runs as one grouped GEMM: `torch._grouped_mm` with offs = where each expert's rows
-end. Its rules, checked in the torch source and by experiment (torch 2.13): every operand
-stride must be a multiple of 16 bytes on every device (fp32: C and H multiples of 4), dtypes
-fp32/bf16/fp16 only (fp64 is refused), and the output rows past offs[-1] are left
-uninitialised. CUDA runs a grouped CUTLASS kernel only for bf16 on sm90/sm100 (others get
-torch's own per-group loop); it wants each group's row count a multiple of 16 bytes too, so
-on CUDA each group is padded with zero rows. An empty group gets one padded block of zeros
-because empty groups gave garbage weight gradients on B200 (pytorch issue #172439). The
-padded size is fixed without reading counts on the host (no GPU sync) and its slack goes to
-the last group, so offs[-1] equals the rows allocated: no row lies past the last offset.
-Zero rows give zero outputs and zero gradients. On CPU nothing is padded. Where
-`_grouped_mm` can't run (fp64, unaligned sizes, other devices) the same sorted buffer goes
-through one matmul per group.
-Combine: out_t = sum_k g_tk y_tk. A scatter-add of M rows into N (index_add_) uses atomics on
-CUDA, so its summation order is not fixed. Instead the sorted rows are permuted back to
-(token, slot) order (each row written once) and summed over K in a fixed order: the same
-scatter-add, bitwise deterministic on every device. The gather in front is an expand plus a
-permutation for the same reason: its backward is a fixed-order sum over K.
+matrices runs as one `torch._grouped_mm`. Its rules, from the torch source and checked by
+experiment (torch 2.13): every operand stride a multiple of 16 bytes on every device (fp32:
+C and H multiples of 4); fp32/bf16/fp16 only (fp64 is refused); output rows past offs[-1]
+are left uninitialised. Two layouts of the sorted rows:
+- jagged (CUDA): one (M, C) buffer, offs = where each expert's rows end. CUDA runs a grouped
+  CUTLASS kernel for bf16 on sm90/sm100 (others get torch's per-group loop); its weight-
+  gradient GEMM slices rows at the offsets, so each group must start on a 16-byte boundary
+  (8 bf16 rows; torchtitan pads alike): groups are padded with zero rows. An empty group gets
+  one block of zeros, as empty groups gave garbage weight gradients on B200 (pytorch issue
+  #172439). The padded size is fixed without reading counts on the host (no GPU sync) and
+  its slack goes to the last group, so offs[-1] equals the rows allocated.
+- batched (CPU): experts padded with zero rows to the busiest one, (E, cap, C), one 3-D
+  `_grouped_mm` (a bmm). On CPU the jagged form is a loop of E small GEMMs, each an OpenMP
+  region; on a shared 2-core box every region can wait a scheduler tick for its second
+  thread (measured: 8 jagged GEMMs 124 ms, the same work padded 8 ms). Padding costs FLOPs,
+  so the CPU goes jagged when the busiest expert is over 1.25x the mean (early, unbalanced
+  training).
+Zero rows give zero outputs and zero gradients; no row is ever past the last offset. Where
+`_grouped_mm` can't run (fp64, unaligned sizes, other devices) the same buffers go through
+plain matmuls, one per group when jagged.
+Combine: out_t = sum_k g_tk y_tk. The weight g is folded into the hidden activation before
+w2 (w2 is linear, so it is the same function; with H <= C it is the cheaper place). A
+scatter-add of M rows into N (index_add_) runs atomics on CUDA, so its summation order is
+not fixed. Instead each token reads its K rows back (a gather) and sums them in a fixed
+order: the same scatter-add, bitwise deterministic on every device. Dispatch and combine
+are each other's transpose, so `_Shuffle` uses each as the other's backward: only gathers
+and copies to distinct rows. (The stock backward of x[order // K] accumulates repeated
+indices, which torch documents as nondeterministic even on CPU, and index_add_ took 88 ms
+against 8 ms for a gather of 8192x512 on our 2-thread CPU.)
 `moe_dispatch='loop'` is the naive reference (per expert: find its tokens, run, add); it also
 runs the experts when FP8 is on (`fp8_recipe` set), one `fp8.fp8_linear` per expert GEMM.
 
@@ -89,25 +100,57 @@ def _grouped_mm_ok(a, *ws):
 
 
 def _gmm(a, w, offs, use_gmm):
-    """a (P, in) rows grouped by offs, w (E, out, in) -> (P, out): rows of group e times w[e]^T."""
+    """Rows of group e times w[e]^T, w (E, out, in). Jagged: a (P, in) grouped by offs -> (P, out);
+    batched (offs None): a (E, cap, in) -> (E, cap, out)."""
     if use_gmm:
         return torch._grouped_mm(a, w.transpose(-2, -1), offs=offs)
+    if offs is None:
+        return a @ w.transpose(-2, -1)
     ends = offs.tolist()  # one matmul per group on the same buffer (fp64 tests, odd sizes)
     return torch.cat([a[s:t] @ w[e].t() for e, (s, t) in enumerate(zip([0] + ends[:-1], ends))])
 
 
+def _slots(counts, starts, M):
+    """Row of each of the M sorted pairs in a padded buffer whose group e starts at starts[e]."""
+    arange = torch.arange(counts.numel(), device=counts.device)
+    expert = torch.repeat_interleave(arange, counts, output_size=M)  # (M,) no GPU sync
+    first = counts.cumsum(0) - counts  # (E,) first sorted row of each expert
+    return torch.arange(M, device=counts.device) - first[expert] + starts[expert]  # (M,)
+
+
 def _pad_groups(counts, M, align):
-    """Where each sorted row goes when every group is padded to a multiple of `align` rows.
-    counts (E,) -> pos (M,) row index in the padded buffer, offs (E,) int32 group ends, P rows."""
+    """Jagged layout with every group padded to a multiple of `align` rows.
+    counts (E,) -> pos (M,) row of each sorted pair, offs (E,) int32 group ends, P rows."""
     E = counts.numel()
     padded = ((counts + align - 1) // align).clamp(min=1) * align  # (E,) empty group: one block
     P = (M + align - 1) // align * align + E * align  # >= sum(padded), known without a sync
     ends = padded.cumsum(0)
     offs = torch.cat([ends[:-1], ends.new_full((1,), P)])  # the last group takes the slack
-    expert = torch.repeat_interleave(torch.arange(E, device=counts.device), counts, output_size=M)
-    first = counts.cumsum(0) - counts  # (E,) first sorted row of each expert
-    pos = torch.arange(M, device=counts.device) - first[expert] + (ends - padded)[expert]
-    return pos, offs.int(), P
+    return _slots(counts, ends - padded, M), offs.int(), P
+
+
+def _shuffle(x, maps, to_buffer):
+    """Token order (N, C) -> expert-sorted buffer (P, C), or back with the K slots summed."""
+    src, pos, slot_rows, P, K = maps
+    if to_buffer:
+        xs = x.index_select(0, src)  # (M, C) the token of each sorted pair
+        return xs if pos is None else xs.new_zeros(P, x.shape[1]).index_copy_(0, pos, xs)
+    return x.index_select(0, slot_rows).view(-1, K, x.shape[1]).sum(1)  # (N, C) fixed order
+
+
+class _Shuffle(torch.autograd.Function):
+    """Dispatch (to_buffer) and combine, each the other's backward: gathers, a copy to distinct
+    rows and a sum over K in a fixed order. Deterministic on every device, with no index_add_
+    (the stock backward of a gather: atomics on CUDA, 11x slower than a gather here on CPU)."""
+
+    @staticmethod
+    def forward(ctx, x, maps, to_buffer):
+        ctx.maps, ctx.to_buffer = maps, to_buffer  # index tensors, never modified
+        return _shuffle(x, maps, to_buffer)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _shuffle(grad, ctx.maps, not ctx.to_buffer), None, None
 
 
 class MoE(nn.Module):
@@ -134,7 +177,8 @@ class MoE(nn.Module):
         self.register_buffer("last_load", torch.zeros(E), persistent=False)  # last step's counts
         self.aux_loss = torch.zeros(())
         self.fp8_recipe = None  # set by fp8.convert_to_float8
-        self.group_align = None  # rows per padded group; None = what the device needs
+        self.gemm_layout = None  # 'jagged' | 'batched'; None = by device (module docstring)
+        self.group_align = None  # jagged: rows per padded group; None = what the device needs
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -220,28 +264,37 @@ class MoE(nn.Module):
 
     def _grouped(self, x, idx, weight):
         """Sort pairs by expert, three grouped GEMMs, fixed-order combine. (N, C) -> (N, C)"""
-        (N, C), K = x.shape, self.K
+        (N, C), K, E = x.shape, self.K, self.E
         flat = idx.flatten()  # (M,) expert of pair n*K + k
         order = flat.argsort(stable=True)  # (M,) pairs sorted by expert
-        counts = torch.bincount(flat, minlength=self.E)  # (E,)
-        xs = x.unsqueeze(1).expand(N, K, C).reshape(N * K, C)[order]  # (M, C)
-        w1, w3, w2 = (w.to(x.dtype) for w in (self.w1, self.w3, self.w2))
+        counts = torch.bincount(flat, minlength=E)  # (E,)
+        w1, w3, w2 = (p.to(x.dtype) for p in (self.w1, self.w3, self.w2))
         use_gmm = _grouped_mm_ok(x, w1, w2)
-        align = self.group_align or (16 // x.element_size() if x.is_cuda and use_gmm else 1)
-        if align > 1:  # zero-padded groups: every row of the buffer is initialised
-            pos, offs, P = _pad_groups(counts, N * K, align)
-            xs = x.new_zeros(P, C).index_copy(0, pos, xs)  # (P, C)
-        else:
-            offs = counts.cumsum(0).int()  # offs[-1] == M: nothing past the last group
+        pos, offs, P = self._layout(counts, N * K, x, use_gmm)
+        inv = order.argsort()  # (M,) sorted position of pair n*K + k
+        maps = (order // K, pos, inv if pos is None else pos[inv], P, K)  # see _shuffle
+        xs = _Shuffle.apply(x, maps, True)  # (P, C) padding rows are zeros
         w = weight.flatten()[order]  # (M,) routing weight of each sorted pair
-        if align > 1:
+        if pos is not None:
             w = w.new_zeros(P).index_copy(0, pos, w)  # (P,)
+        if offs is None:  # batched: (E * cap, .) -> (E, cap, .)
+            xs, w = xs.view(E, -1, C), w.view(E, -1)
         h = F.silu(_gmm(xs, w1, offs, use_gmm)) * _gmm(xs, w3, offs, use_gmm)  # (P, H)
-        ys = _gmm(h * w.unsqueeze(1), w2, offs, use_gmm)  # (P, C) weight folded in: w2 is linear
-        if align > 1:
-            ys = ys[pos]  # (M, C) drop the padding
-        y = ys[order.argsort()].view(N, K, C)  # back to (token, slot) order: a permutation
-        return y.sum(1)  # (N, C) the scatter-add, summed over K in a fixed order
+        ys = _gmm(h * w.unsqueeze(-1), w2, offs, use_gmm).view(-1, C)  # (P, C) w2 is linear
+        return _Shuffle.apply(ys, maps, False)  # (N, C)
+
+    def _layout(self, counts, M, x, use_gmm):
+        """Rows for the GEMMs: pos (M,) of each sorted pair or None (unpadded), offs (E,) group
+        ends or None (batched), and the row count P (see the module docstring)."""
+        E, layout = counts.numel(), self.gemm_layout
+        if layout == "batched" or (layout is None and not x.is_cuda):
+            cap = int(counts.max())  # a host read: free on CPU
+            if layout or E * cap <= 1.25 * M:  # padding to the busiest expert costs <= 25%
+                return _slots(counts, torch.arange(E, device=x.device) * cap, M), None, E * cap
+        align = self.group_align or (16 // x.element_size() if x.is_cuda and use_gmm else 1)
+        if align == 1:
+            return None, counts.cumsum(0).int(), M  # offs[-1] == M: nothing past the last group
+        return _pad_groups(counts, M, align)
 
 
 # ---- balancing and stats, called by train.py ----

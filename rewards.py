@@ -6,7 +6,7 @@ adds language consistency (the share of the reasoning's words in the prompt's la
 are the three, their sum per stage (`score_batch`, what grpo.py calls), and what keeps them safe.
 
     python rewards.py "<think>2*3 = 6</think><answer>6</answer>" 6    # score one completion
-    python -m pytest _tests_rewards.py                                # the tests
+    python -m pytest tests_rewards.py                                 # the tests
 
 The format. The R1-Zero prompt (data.py) ends with "Assistant:" and does NOT pre-fill <think>:
 opening the tag is part of what R1-Zero learns. A completion (the text generated after the

@@ -1,4 +1,4 @@
-"""Tests for fp8.py (CPU only): python -m pytest _tests_fp8.py
+"""Tests for fp8.py (CPU only): python -m pytest tests_fp8.py (also run by test_all.py)
 
 Error bounds are derived, not tuned. Rounding to e4m3 (3 mantissa bits) moves a normal value
 by at most 2^-4 of itself, to e5m2 by 2^-3; a subnormal (below 2^-6 resp. 2^-14 after scaling)

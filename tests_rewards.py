@@ -1,5 +1,5 @@
 # Tests for rewards.py. References are known-equivalent answers written by hand, never the code's
-# own output. Run: python -m pytest _tests_rewards.py -q
+# own output. Run: python -m pytest tests_rewards.py -q (also run by test_all.py)
 import builtins
 import os
 import re

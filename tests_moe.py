@@ -1,7 +1,7 @@
 """
-_tests_moe.py -- tests of moe.py against independent references:
+tests_moe.py -- tests of moe.py against independent references:
 a per-token fp64 loop written in the paper's notation (routing in plain Python), hand-written
-formulas for the balance loss and the load statistics. Run: python -m pytest -q _tests_moe.py
+formulas for the balance loss and the load statistics. Run: python -m pytest -q tests_moe.py
 """
 import math
 import types
@@ -68,7 +68,8 @@ def ref_moe(m, x, cfg):
     ys, choices = [], []
     for u in x.reshape(-1, C):
         logits = m.gate @ u  # (E,)
-        s = 1 / (1 + torch.exp(-logits)) if cfg.score_func == "sigmoid" else torch.softmax(logits, 0)
+        sigmoid = cfg.score_func == "sigmoid"
+        s = 1 / (1 + torch.exp(-logits)) if sigmoid else torch.softmax(logits, 0)
         chosen = ref_choose(s.tolist(), bias, cfg)
         g = torch.stack([s[i] for i in chosen])
         if cfg.score_func == "sigmoid":
@@ -100,17 +101,27 @@ def grads_of(m, x, y, seed=1):
 SKEW = [0.3, -0.2, 0.1, 0.0, 0.25, -10.0, -10.0, 0.05]
 
 
-@pytest.mark.parametrize("dispatch", ["grouped", "grouped_pad8", "loop"])
+# grouped with the layout chosen per device, forced jagged (unpadded / padded as on CUDA),
+# forced batched (padded to the busiest expert), and the naive loop
+LAYOUTS = {"grouped": (None, None), "jagged": ("jagged", None), "jagged_pad8": ("jagged", 8),
+           "batched": ("batched", None)}
+
+
+def set_layout(m, name):
+    m.gemm_layout, m.group_align = LAYOUTS[name]
+
+
+@pytest.mark.parametrize("dispatch", list(LAYOUTS) + ["loop"])
 @pytest.mark.parametrize("score_func", ["sigmoid", "softmax"])
 @pytest.mark.parametrize("groups", [(1, 1), (4, 2)])
 @pytest.mark.parametrize("shared", [0, 2])
 def test_matches_per_token_reference_fp64(dispatch, score_func, groups, shared):
     kw = dict(score_func=score_func, n_expert_groups=groups[0], n_limited_groups=groups[1],
-              n_shared_experts=shared, moe_dispatch=dispatch.split("_")[0])
+              n_shared_experts=shared, moe_dispatch="loop" if dispatch == "loop" else "grouped")
     cfg = make_cfg(**kw)
     m = make_moe(bias=SKEW, **kw)
-    if dispatch == "grouped_pad8":
-        m.group_align = 8  # the CUDA padding logic, run on CPU
+    if dispatch != "loop":
+        set_layout(m, dispatch)
     x = torch.randn(2, 12, 12, dtype=torch.float64, requires_grad=True)
     y = m(x)
     y_ref, choices = ref_moe(m, x, cfg)
@@ -131,13 +142,12 @@ def test_grouped_mm_kernel_fp32_matches_reference(monkeypatch):
     real = torch._grouped_mm
     monkeypatch.setattr(torch, "_grouped_mm", lambda *a, **k: calls.append(1) or real(*a, **k))
     kw = dict(n_embd=16, moe_hidden=8)  # strides of 16 bytes in fp32: _grouped_mm can run
-    for align in (None, 8):
+    for layout in ("jagged", "jagged_pad8", "batched"):
         m = make_moe(bias=SKEW, **kw)
-        m.group_align = align
         x = torch.randn(2, 12, 16, dtype=torch.float64)
         m32, x32 = make_moe(torch.float32, bias=SKEW, **kw), x.float().requires_grad_()
         m32.load_state_dict({k: v.float() for k, v in m.state_dict().items()})
-        m32.group_align = align
+        set_layout(m32, layout)
         calls.clear()
         y32 = m32(x32)
         assert len(calls) == 3  # w1, w3, w2 each as one grouped GEMM
@@ -145,15 +155,17 @@ def test_grouped_mm_kernel_fp32_matches_reference(monkeypatch):
         assert rel_err(y32.double(), y_ref) < 1e-5
         g32, g_ref = grads_of(m32, x32, y32), grads_of(m, x, y_ref)
         for name in g_ref:
-            assert rel_err(g32[name].double(), g_ref[name]) < 1e-5, (align, name)
+            assert rel_err(g32[name].double(), g_ref[name]) < 1e-5, (layout, name)
             assert torch.isfinite(g32[name]).all()
         for w in ("w1", "w3", "w2"):
             assert (g32[w][5] == 0).all() and (g32[w][6] == 0).all()
 
 
+@pytest.mark.parametrize("layout", ["jagged", "batched"])
 @pytest.mark.parametrize("C,H", [(32, 16), (6, 3)])  # aligned (_grouped_mm) and not (fallback)
-def test_grouped_and_loop_agree_fp32(C, H):
+def test_grouped_and_loop_agree_fp32(C, H, layout):
     m = make_moe(torch.float32, n_embd=C, moe_hidden=H, n_routed_experts=8, n_experts_per_tok=3)
+    set_layout(m, layout)
     x = torch.randn(4, 32, C, requires_grad=True)
     y_g = m(x)
     g_g = grads_of(m, x, y_g)
@@ -163,6 +175,32 @@ def test_grouped_and_loop_agree_fp32(C, H):
     assert rel_err(y_g, y_l) < 1e-5
     for name in g_l:
         assert rel_err(g_g[name], g_l[name]) < 1e-5, name
+
+
+def test_pad_groups_layout_by_hand():
+    # counts 3, 0, 9, 1 padded to blocks of 8 (an empty group still gets one block); the
+    # slack of P = round_up(13, 8) + 4 * 8 = 48 goes to the last group: offs[-1] == P
+    pos, offs, P = moe._pad_groups(torch.tensor([3, 0, 9, 1]), 13, 8)
+    assert P == 48 and offs.dtype == torch.int32 and offs.tolist() == [8, 16, 32, 48]
+    assert pos.tolist() == [0, 1, 2] + list(range(16, 25)) + [32]
+
+
+@pytest.mark.parametrize("dispatch", ["grouped", "loop"])
+def test_one_token_and_one_expert_for_everyone(dispatch):
+    m = make_moe(moe_dispatch=dispatch, bias=[0, 0, 0, 0, 5.0, 5.0, 0, 0]).eval()
+    for shape in [(1, 1, 12), (3, 9, 12)]:  # a sampling step; every token picks experts 4 and 5
+        x = torch.randn(*shape, dtype=torch.float64)
+        assert rel_err(m(x), ref_moe(m, x, make_cfg())[0]) < 1e-6
+
+
+def test_cpu_layout_choice():
+    m = make_moe(torch.float32)
+    x = torch.zeros(1, 16)
+    balanced = torch.tensor([5, 4, 4, 4, 4, 4, 4, 3])
+    skewed = torch.tensor([9, 3, 3, 3, 3, 3, 3, 5])
+    assert m._layout(balanced, 32, x, True)[1] is None  # 8 * 5 <= 1.25 * 32: one batched GEMM
+    pos, offs, rows = m._layout(skewed, 32, x, True)  # 8 * 9 > 1.25 * 32: jagged, no padding
+    assert pos is None and offs.tolist() == [9, 12, 15, 18, 21, 24, 27, 32] and rows == 32
 
 
 def test_deterministic():
@@ -183,10 +221,9 @@ def test_bias_changes_choice_not_weights():
     idx1, w1, _ = m.route(x)
     assert not (idx0 == 3).any(dim=1).all() and (idx1 == 3).any(dim=1).all()
     s = torch.sigmoid(x @ m.gate.t())  # (N, E) the unbiased affinities
-    for t in range(x.shape[0]):
-        chosen = idx1[t].tolist()
-        want = s[t, chosen] / s[t, chosen].sum() * 2.5  # eq. 13 times route_scale, no bias
-        torch.testing.assert_close(w1[t], want, rtol=1e-12, atol=0)
+    s_chosen = s.gather(1, idx1)  # (N, K)
+    want = s_chosen / s_chosen.sum(1, keepdim=True) * 2.5  # eq. 13 times route_scale, no bias
+    torch.testing.assert_close(w1, want, rtol=1e-12, atol=0)
 
 
 def test_group_limited_routing_masks_with_minus_inf():
