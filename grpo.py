@@ -212,7 +212,7 @@ import time
 
 @dataclass
 class RLConfig:
-    rl_steps: int = 150           # GRPO steps (each: one batch of rollouts, mu inner passes)
+    rl_steps: int = 120           # GRPO steps (each: one batch of rollouts, mu inner passes)
     prompts_per_step: int = 16    # distinct prompts per step
     group_size: int = 8           # G completions per prompt (R1 uses 16)
     max_new_tokens: int = 128     # generation budget per completion
@@ -230,7 +230,7 @@ class RLConfig:
     mask_truncated: bool = False  # DAPO overlong filtering
     dynamic_sampling: bool = False  # DAPO: replace zero-variance groups with fresh prompts (one refill)
     ref_sync_every: int = 0       # copy the policy into the reference every N steps (0 = never)
-    rl_eval_every: int = 50       # held-out evaluation every this many steps
+    rl_eval_every: int = 40       # held-out evaluation every this many steps
     rl_ckpt_every: int = 25       # checkpoint every this many steps
     rl_seed: int = 7              # seeds the prompt order and the sampling
 

@@ -56,7 +56,7 @@ PRESETS = {
                  vocab_size=512, n_heldout=32, batch_size=8, max_iters=60, warmup_iters=10,
                  eval_every=30, ckpt_every=20, log_every=5, eval_new_tokens=48,
                  rl_steps=6, prompts_per_step=4, group_size=4, max_new_tokens=48),
-    "cpu": dict(n_routed_experts=8, max_iters=600, warmup_iters=50, eval_every=100, ckpt_every=100),
+    "cpu": dict(n_routed_experts=8, max_iters=550, warmup_iters=50, eval_every=110, ckpt_every=110),
     "gpu": dict(n_layer=8, n_embd=512, n_head=8, n_kv_head=4, mlp_hidden=1536, block_size=512,
                 n_routed_experts=16, moe_hidden=256, n_docs=400_000, batch_size=64, max_iters=5000,
                 lr=1e-3, prompts_per_step=64, group_size=16),
@@ -246,6 +246,12 @@ def mean(xs):
     return sum(xs) / max(1, len(xs))
 
 
+def heldout_signature(cfgs):
+    """What defines the held-out set and its evaluation, to tell whether two evals are comparable."""
+    d = cfgs["data"]
+    return f"seed={d.seed} n={d.n_heldout} mix={d.rl_mix} new_tokens={cfgs['train'].eval_new_tokens}"
+
+
 def full_eval(model, enc, cfgs):
     """eval.json: greedy held-out results, plus the reasoning gap (forced bare vs forced chain)."""
     problems = data.heldout_problems(cfgs["data"])
@@ -254,6 +260,7 @@ def full_eval(model, enc, cfgs):
     bare, _ = evaluate(model, enc, problems, n, prefix=" <think> " + data.BARE_OPENER["en"])
     chain, _ = evaluate(model, enc, problems, n, prefix=" <think> " + data.CHAIN_OPENER["en"])
     res["accuracy_forced_bare"], res["accuracy_forced_chain"] = bare["accuracy"], chain["accuracy"]
+    res["heldout_set"] = heldout_signature(cfgs)
     res["examples"] = [{"prompt": p.question, "answer": p.answer, "response": t} for p, t in zip(problems[:5], texts[:5])]
     return res
 
@@ -431,7 +438,13 @@ def stage_zero(args, device, dtype):
         return data.rl_problems(cfgs["data"], rc.prompts_per_step, seed=rc.rl_seed * 100_003 + k * 7 + salt)
 
     # ---- the base model on the held-out set (its own eval.json, recomputed here for the table)
-    before = json.loads(saved["before"]) if saved else full_eval(model, enc, cfgs)
+    base_eval = os.path.join(args.out_dir, "pretrain", "eval.json")
+    before = json.loads(saved["before"]) if saved else None
+    if before is None and os.path.exists(base_eval):  # reuse the base's eval if it is of the same set
+        before = json.load(open(base_eval))
+        if before.get("heldout_set") != heldout_signature(cfgs):
+            before = None
+    before = before or full_eval(model, enc, cfgs)
     print(f"base: held-out accuracy {before['accuracy']:.1%}, format {before['format_rate']:.1%}, "
           f"{before['mean_response_tokens']:.1f} tokens")
     bar = progress(rc.rl_steps, step, args.quiet, "zero")
