@@ -295,6 +295,7 @@ def stage_pretrain(args, device, dtype):
     preset, cfgs = build_configs(args, device, saved and saved["configs"])
     t, dc = cfgs["train"], cfgs["data"]
     print(f"stage pretrain, preset {preset}, out {out}")
+    t_start = time.time()
     torch.manual_seed(t.train_seed)
 
     # ---- data: the corpus, the tokenizer (trained here unless resuming), the token stream
@@ -383,7 +384,8 @@ def stage_pretrain(args, device, dtype):
 
     # ---- evaluation of the base model on the held-out set
     res = full_eval(model, enc, cfgs)
-    res.update(heldout_loss=heldout_loss(), first_loss=first_loss, final_loss=loss_sum, preset=preset)
+    res.update(heldout_loss=heldout_loss(), first_loss=first_loss, final_loss=loss_sum, preset=preset,
+               wall_s=time.time() - t_start)
     res.update(moe.load_stats(model))
     with open(os.path.join(out, "eval.json"), "w") as f:
         json.dump(res, f, indent=1, ensure_ascii=False)
@@ -413,6 +415,7 @@ def stage_zero(args, device, dtype):
     preset, cfgs = build_configs(args, device, {**base["configs"], **(saved["configs"] if saved else {})})
     cfgs["model"] = GPTConfig(**base["configs"]["model"])
     rc, enc = cfgs["rl"], base["enc"]
+    t_start = time.time()
     print(f"stage zero, preset {preset}, out {out}: {rc.rl_steps} steps x {rc.prompts_per_step} prompts x G={rc.group_size}")
     torch.manual_seed(rc.rl_seed)
     model = build_model(cfgs, enc, device, resolve_fp8(args.fp8, device))
@@ -476,7 +479,7 @@ def stage_zero(args, device, dtype):
     # ---- after: held-out evaluation, the before/after table and the curves
     after = full_eval(model, enc, cfgs)
     first = history[0] if history else {}
-    after.update(base=before, first_step_response_tokens=first.get("response_tokens"),
+    after.update(base=before, wall_s=time.time() - t_start, first_step_response_tokens=first.get("response_tokens"),
                  last_step_response_tokens=history[-1]["response_tokens"] if history else None)
     with open(os.path.join(out, "eval.json"), "w") as f:
         json.dump(after, f, indent=1, ensure_ascii=False)
