@@ -466,3 +466,33 @@ def test_grpo_step_raises_reward_on_easy_task(killed_and_resumed):
         assert st["zero_var_frac"] <= 1.0 and math.isfinite(st["clip_frac"])
     after = measure()
     assert after > before + 0.1, (before, after)
+
+
+def test_grpo_step_options_run(killed_and_resumed):
+    """The off-by-default options: dynamic sampling refills zero-variance groups; mu > 1 with
+    minibatches moves the ratio to the old policy away from 1 and the KL away from 0."""
+    import grpo
+    import train
+    out, _, _ = killed_and_resumed
+    ckpt = train.load_checkpoint(os.path.join(out, "pretrain", "ckpt.pt"))
+    enc, cfgs = ckpt["enc"], ckpt["configs"]
+    model = GPT(GPTConfig(**cfgs["model"]))
+    model.load_state_dict(ckpt["model"])
+    ref = grpo.make_reference(model)
+    rc = grpo.RLConfig(prompts_per_step=2, group_size=4, max_new_tokens=12, rl_lr=1e-2, beta=0.04, mu=2,
+                       n_minibatches=2, micro_batch=3, dynamic_sampling=True)
+    problems = data.rl_problems(data.DataConfig(**cfgs["data"]), 4, seed=0)
+    refilled = []
+
+    def score(texts, probs):  # the first prompt's group is all-equal, so it must be replaced
+        r = [0.0 if p is problems[0] else float(i % 2) for i, p in enumerate(probs)]
+        return {"reward": r, "accuracy": r, "format": r, "lang": r}
+
+    def refill(n):
+        refilled.append(n)
+        return problems[2:2 + n]
+    opt = torch.optim.AdamW(model.parameters(), lr=rc.rl_lr)
+    st = grpo.grpo_step(model, ref, opt, enc, problems[:2], rc, score, torch.Generator().manual_seed(0), refill)
+    assert refilled == [1] and st["zero_var_frac"] == 0.5
+    assert all(math.isfinite(st[k]) for k in ("kl", "clip_frac", "ratio", "entropy"))
+    assert st["kl"] > 0 and abs(st["ratio"] - 1) > 1e-6  # later minibatches see a moved policy
