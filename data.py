@@ -206,7 +206,7 @@ class DataConfig:
     p_switch: float = 0.07        # switches language half way
     # the rest (0.30) uses the R1-Zero template:
     p_template_tagged: float = 0.75  # ...with <think>/<answer> tags (else a plain sentence)
-    p_template_chain: float = 0.50   # ...and a chain inside <think> (else "I know this one.")
+    p_template_chain: float = 0.45   # ...and a chain inside <think> (else "I know this one.")
     corpus_mix: str = "arith:1,arith:2,linear:1,linear:2,poly:1,poly:2,frac:1,frac:2"  # kind:difficulty
     rl_mix: str = "arith:1,arith:2,poly:2,frac:1"  # RL prompts & held-out: where the chain wins
     vocab_size: int = 1024        # BPE vocabulary incl. 256 bytes and <|endoftext|>
