@@ -262,16 +262,11 @@ def pack(prompts, completions, eot, device):
     return ids.to(device), comp.to(device), mask.to(device)
 
 
-def sequence_logprobs(model, ids, targets, temperature, micro_batch, with_entropy=False):
+def sequence_logprobs(model, ids, targets, temperature, micro_batch):
     """Per-token log-probs of targets (B, L-1) under model, in micro-batches, no grad."""
-    out, ent = [], []
     with torch.no_grad():
-        for i in range(0, ids.shape[0], micro_batch):
-            logits, _ = model(ids[i:i + micro_batch, :-1])
-            out.append(token_logprobs(logits, targets[i:i + micro_batch], temperature))
-            if with_entropy:
-                ent.append(token_entropy(logits, temperature))
-    return torch.cat(out), (torch.cat(ent) if with_entropy else None)
+        return torch.cat([token_logprobs(model(ids[i:i + micro_batch, :-1])[0], targets[i:i + micro_batch], temperature)
+                          for i in range(0, ids.shape[0], micro_batch)])
 
 
 def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=None, refill=None):
@@ -312,10 +307,10 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
     # With one pass and one minibatch the policy that sampled is the policy being updated, so
     # old == current exactly and its forward pass is skipped (ratio == 1: REINFORCE with a baseline).
     single = cfg.mu == 1 and cfg.n_minibatches == 1
-    old = None if single else sequence_logprobs(model, ids, targets, cfg.temperature, cfg.micro_batch)[0]
+    old = None if single else sequence_logprobs(model, ids, targets, cfg.temperature, cfg.micro_batch)
     ref = None
     if cfg.beta > 0:
-        ref = sequence_logprobs(ref_model, ids, targets, cfg.temperature, cfg.micro_batch)[0]
+        ref = sequence_logprobs(ref_model, ids, targets, cfg.temperature, cfg.micro_batch)
     t3 = time.time()
 
     # ---- 4. mu passes of minibatch updates on the clipped objective
