@@ -32,7 +32,6 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def cpu_preset_configs():
     """The cpu preset's model config and tokenizer (trained exactly as train.py does)."""
-    sys.argv = sys.argv[:1]
     import train
     args = train.parse_args([])
     _, cfgs = train.build_configs(args, "cpu")

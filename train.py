@@ -303,7 +303,8 @@ def stage_pretrain(args, device, dtype):
     corpus = data.build_corpus(dc)
     enc = saved["enc"] if saved else data.build_tokenizer(dc, corpus)
     train_ids = torch.tensor(data.encode_docs(enc, corpus), dtype=torch.long)
-    val_docs = [data.make_document(random.Random(dc.seed + 7), dc, k, d, split="heldout")
+    val_rng = random.Random(dc.seed + 7)  # one stream: every held-out document is drawn afresh
+    val_docs = [data.make_document(val_rng, dc, k, d, split="heldout")
                 for k, d in data.parse_mix(dc.rl_mix) for _ in range(max(8, dc.n_heldout // 4))]
     val_ids = torch.tensor(data.encode_docs(enc, val_docs), dtype=torch.long)
     print(f"data: {len(corpus)} docs, {len(train_ids):,} tokens, vocab {enc.n_vocab} ({time.time() - t0:.1f}s)")
