@@ -39,19 +39,19 @@ matrices runs as one `torch._grouped_mm`. Its rules, from the torch source and c
 experiment (torch 2.13): every operand stride a multiple of 16 bytes on every device (fp32:
 C and H multiples of 4); fp32/bf16/fp16 only (fp64 is refused); output rows past offs[-1]
 are left uninitialised. Two layouts of the sorted rows:
-- jagged (CUDA): one (M, C) buffer, offs = where each expert's rows end. CUDA runs a grouped
-  CUTLASS kernel for bf16 on sm90/sm100 (others get torch's per-group loop); its weight-
-  gradient GEMM slices rows at the offsets, so each group must start on a 16-byte boundary
-  (8 bf16 rows; torchtitan pads alike): groups are padded with zero rows. An empty group gets
-  one block of zeros, as empty groups gave garbage weight gradients on B200 (pytorch issue
-  #172439). The padded size is fixed without reading counts on the host (no GPU sync) and
-  its slack goes to the last group, so offs[-1] equals the rows allocated.
-- batched (CPU): experts padded with zero rows to the busiest one, (E, cap, C), one 3-D
-  `_grouped_mm` (a bmm). On CPU the jagged form is a loop of E small GEMMs, each an OpenMP
-  region; on a shared 2-core box every region can wait a scheduler tick for its second
-  thread (measured: 8 jagged GEMMs 124 ms, the same work padded 8 ms). Padding costs FLOPs,
-  so the CPU goes jagged when the busiest expert is over 1.25x the mean (early, unbalanced
-  training).
+- jagged (the default): one (M, C) buffer, offs = where each expert's rows end. CUDA runs a
+  grouped CUTLASS kernel for bf16 on sm90/sm100 (others get torch's per-group loop); its
+  weight-gradient GEMM slices rows at the offsets, so each group must start on a 16-byte
+  boundary (8 bf16 rows; torchtitan pads alike): groups are padded with zero rows. An empty
+  group gets one block of zeros, as empty groups gave garbage weight gradients on B200
+  (pytorch issue #172439). The padded size is fixed without reading counts on the host (no
+  GPU sync) and its slack goes to the last group, so offs[-1] equals the rows allocated.
+  The CPU needs no alignment for fp32, so there the buffer is exactly M rows, unpadded.
+- batched (`gemm_layout='batched'`): experts padded with zero rows to the busiest one,
+  (E, cap, C), one 3-D `_grouped_mm` (a bmm). It spends FLOPs on padding (9% at the bench
+  shape) and measured slower than jagged on a quiet 2-core CPU at both bench shapes; it can
+  win on a box shared with other jobs, where each of the jagged form's E OpenMP regions may
+  wait a scheduler tick for its second thread.
 Zero rows give zero outputs and zero gradients; no row is ever past the last offset. Where
 `_grouped_mm` can't run (fp64, unaligned sizes, other devices) the same buffers go through
 plain matmuls, one per group when jagged.
@@ -177,7 +177,7 @@ class MoE(nn.Module):
         self.register_buffer("last_load", torch.zeros(E), persistent=False)  # last step's counts
         self.aux_loss = torch.zeros(())
         self.fp8_recipe = None  # set by fp8.convert_to_float8
-        self.gemm_layout = None  # 'jagged' | 'batched'; None = by device (module docstring)
+        self.gemm_layout = "jagged"  # or 'batched' (module docstring)
         self.group_align = None  # jagged: rows per padded group; None = what the device needs
         self.reset_parameters()
 
@@ -286,11 +286,10 @@ class MoE(nn.Module):
     def _layout(self, counts, M, x, use_gmm):
         """Rows for the GEMMs: pos (M,) of each sorted pair or None (unpadded), offs (E,) group
         ends or None (batched), and the row count P (see the module docstring)."""
-        E, layout = counts.numel(), self.gemm_layout
-        if layout == "batched" or (layout is None and not x.is_cuda):
-            cap = int(counts.max())  # a host read: free on CPU
-            if layout or E * cap <= 1.25 * M:  # padding to the busiest expert costs <= 25%
-                return _slots(counts, torch.arange(E, device=x.device) * cap, M), None, E * cap
+        E = counts.numel()
+        if self.gemm_layout == "batched":
+            cap = int(counts.max())  # a host read (a GPU sync on CUDA)
+            return _slots(counts, torch.arange(E, device=x.device) * cap, M), None, E * cap
         align = self.group_align or (16 // x.element_size() if x.is_cuda and use_gmm else 1)
         if align == 1:
             return None, counts.cumsum(0).int(), M  # offs[-1] == M: nothing past the last group

@@ -101,9 +101,9 @@ def grads_of(m, x, y, seed=1):
 SKEW = [0.3, -0.2, 0.1, 0.0, 0.25, -10.0, -10.0, 0.05]
 
 
-# grouped with the layout chosen per device, forced jagged (unpadded / padded as on CUDA),
-# forced batched (padded to the busiest expert), and the naive loop
-LAYOUTS = {"grouped": (None, None), "jagged": ("jagged", None), "jagged_pad8": ("jagged", 8),
+# grouped dispatch jagged (the default: unpadded on CPU / padded to 8 rows as bf16 on CUDA),
+# batched (padded to the busiest expert), and the naive loop
+LAYOUTS = {"jagged": ("jagged", None), "jagged_pad8": ("jagged", 8),
            "batched": ("batched", None)}
 
 
@@ -196,11 +196,12 @@ def test_one_token_and_one_expert_for_everyone(dispatch):
 def test_cpu_layout_choice():
     m = make_moe(torch.float32)
     x = torch.zeros(1, 16)
-    balanced = torch.tensor([5, 4, 4, 4, 4, 4, 4, 3])
     skewed = torch.tensor([9, 3, 3, 3, 3, 3, 3, 5])
-    assert m._layout(balanced, 32, x, True)[1] is None  # 8 * 5 <= 1.25 * 32: one batched GEMM
-    pos, offs, rows = m._layout(skewed, 32, x, True)  # 8 * 9 > 1.25 * 32: jagged, no padding
+    pos, offs, rows = m._layout(skewed, 32, x, True)  # CPU default: jagged, no padding
     assert pos is None and offs.tolist() == [9, 12, 15, 18, 21, 24, 27, 32] and rows == 32
+    m.gemm_layout = "batched"  # padded to the busiest expert: 8 groups of 9 rows
+    pos, offs, rows = m._layout(skewed, 32, x, True)
+    assert offs is None and rows == 72 and pos[:10].tolist() == list(range(9)) + [9]
 
 
 def test_deterministic():

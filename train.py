@@ -14,6 +14,7 @@ prerequisite first. Only `pretrain` and `zero` exist so far: the R1 pipeline's s
 / rl2 stages are not built yet.
 """
 import argparse
+import collections
 import dataclasses
 import json
 import math
@@ -304,8 +305,8 @@ def stage_pretrain(args, device, dtype):
     enc = saved["enc"] if saved else data.build_tokenizer(dc, corpus)
     train_ids = torch.tensor(data.encode_docs(enc, corpus), dtype=torch.long)
     val_rng = random.Random(dc.seed + 7)  # one stream: every held-out document is drawn afresh
-    val_docs = [data.make_document(val_rng, dc, k, d, split="heldout")
-                for k, d in data.parse_mix(dc.rl_mix) for _ in range(max(8, dc.n_heldout // 4))]
+    val_docs = [data.make_document(val_rng, dc, k, d, split="heldout")  # a fixed set: 64 per kind
+                for k, d in data.parse_mix(dc.rl_mix) for _ in range(64)]
     val_ids = torch.tensor(data.encode_docs(enc, val_docs), dtype=torch.long)
     print(f"data: {len(corpus)} docs, {len(train_ids):,} tokens, vocab {enc.n_vocab} ({time.time() - t0:.1f}s)")
 
@@ -338,16 +339,23 @@ def stage_pretrain(args, device, dtype):
 
     @torch.no_grad()
     def heldout_loss():
+        """Mean loss over every held-out token, in non-overlapping windows of T (the same
+        tokens for every run, so two runs' losses differ only by their models)."""
         model.eval()
-        g = torch.Generator().manual_seed(0)
-        losses = [model(*get_batch(val_ids, g))[1].item() for _ in range(4)]
+        n = (len(val_ids) - 1) // T
+        xs, ys = val_ids[:n * T].view(n, T), val_ids[1:n * T + 1].view(n, T)  # (n, T)
+        total = 0.0
+        for i in range(0, n, t.batch_size):
+            with autocast:
+                _, loss = model(xs[i:i + t.batch_size].to(device), ys[i:i + t.batch_size].to(device))
+            total += loss.item() * len(xs[i:i + t.batch_size])
         model.train()
-        return mean(losses)
+        return total / n
 
     # ---- the loop
     import moe
     bar = progress(t.max_iters, step, args.quiet, "pretrain")
-    first_loss = None
+    first_loss, recent = None, collections.deque(maxlen=50)  # recent: the last 50 steps' losses
     t_last, tok_since = time.time(), 0
     model.train()
     while step < t.max_iters:
@@ -368,6 +376,7 @@ def stage_pretrain(args, device, dtype):
         step += 1
         tok_since += t.batch_size * t.grad_accum * T
         first_loss = first_loss if first_loss is not None else loss_sum
+        recent.append(loss_sum)
         bar.update(1)
         if step % t.log_every == 0 or step == t.max_iters:
             dt = time.time() - t_last
@@ -385,7 +394,8 @@ def stage_pretrain(args, device, dtype):
 
     # ---- evaluation of the base model on the held-out set
     res = full_eval(model, enc, cfgs)
-    res.update(heldout_loss=heldout_loss(), first_loss=first_loss, final_loss=loss_sum, preset=preset,
+    res.update(heldout_loss=heldout_loss(), first_loss=first_loss, final_loss=loss_sum,
+               final_loss_avg50=mean(recent) if recent else None, preset=preset,
                wall_s=time.time() - t_start)
     res.update(moe.load_stats(model))
     with open(os.path.join(out, "eval.json"), "w") as f:
