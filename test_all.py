@@ -491,3 +491,11 @@ def test_grpo_step_options_run(killed_and_resumed):
     assert refilled == [1] and st["zero_var_frac"] == 0.5
     assert all(math.isfinite(st[k]) for k in ("kl", "clip_frac", "ratio", "entropy"))
     assert st["kl"] > 0 and abs(st["ratio"] - 1) > 1e-6  # later minibatches see a moved policy
+
+
+def test_bench_moe_runs_small():
+    """bench.py's moe group at a small shape: every timer runs and gives a finite ratio (no
+    timing is asserted; speed is bench.py's business)."""
+    import bench
+    r = bench._ratios((2, 16, 32, 4, 2, 1, 16), repeats=1, with_loop=True, warmup=0)
+    assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("dense", "loop", "floor", "moe_ms"))

@@ -100,6 +100,7 @@ def parse_args(argv=None):
             kind = {bool: parse_bool}.get(type(f.default), type(f.default))
             p.add_argument(f"--{f.name}", type=kind, default=None, help=f"[{group}] default {f.default}")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in eval.json
     try:
         if args.rl_mix is not None:
             data.parse_mix(args.rl_mix)
@@ -395,7 +396,7 @@ def stage_pretrain(args, device, dtype):
     # ---- evaluation of the base model on the held-out set
     res = full_eval(model, enc, cfgs)
     res.update(heldout_loss=heldout_loss(), first_loss=first_loss, final_loss=loss_sum,
-               final_loss_avg50=mean(recent) if recent else None, preset=preset,
+               final_loss_avg50=mean(recent) if recent else None, preset=preset, argv=args.argv,
                wall_s=time.time() - t_start)
     res.update(moe.load_stats(model))
     with open(os.path.join(out, "eval.json"), "w") as f:
