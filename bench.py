@@ -142,8 +142,8 @@ def _ratios(shape, repeats, with_loop, warmup=2):
     B, T, C, E, K, S, H = shape
     torch.manual_seed(0)
     x = torch.randn(B, T, C, requires_grad=True)
-    moe_m = MoE(_cfg(C, E, K, S, H, "grouped")).train()
-    timers = {"moe": lambda: _fwd_bwd(moe_m, x), "dense": lambda m=SwiGLU(C, (K + S) * H).train(): _fwd_bwd(m, x)}
+    moe_m, dense_m = MoE(_cfg(C, E, K, S, H, "grouped")).train(), SwiGLU(C, (K + S) * H).train()
+    timers = {"moe": lambda: _fwd_bwd(moe_m, x), "dense": lambda: _fwd_bwd(dense_m, x)}
     if with_loop:  # same weights, same routing, the naive dispatch
         loop_m = MoE(_cfg(C, E, K, S, H, "loop")).train()
         loop_m.load_state_dict(moe_m.state_dict())
@@ -164,8 +164,9 @@ def _ratios(shape, repeats, with_loop, warmup=2):
 
 
 def bench_moe_shapes(cpu_preset_shape=(16, 192, 128, 8, 2, 1, 128), repeats=15):
-    """{"moe.ratio_vs_dense", "moe.ratio_vs_loop"} at the large shape, plus
-    "moe.ratio_vs_dense_cpu_preset" at the cpu preset's (B, T, C, E, K, S, H)."""
+    """moe.ratio_vs_dense, moe.ratio_vs_loop and moe.gemm_floor_vs_loop (with the times behind
+    them) at the large shape, and moe.ratio_vs_dense_cpu_preset at the cpu preset's
+    (B, T, C, E, K, S, H)."""
     big = _ratios(LARGE_SHAPE, repeats, with_loop=True)
     small = _ratios(tuple(cpu_preset_shape), repeats, with_loop=False)
     return {

@@ -51,9 +51,9 @@ are left uninitialised. Two layouts of the sorted rows:
   the bench shape (`moe.gemm_floor_vs_loop`): the most any dispatch can save on this CPU.
 - batched (`gemm_layout='batched'`): experts padded with zero rows to the busiest one,
   (E, cap, C), one 3-D `_grouped_mm` (a bmm). It spends FLOPs on padding (9% at the bench
-  shape) and measured slower than jagged on a quiet 2-core CPU at both bench shapes; it can
-  win on a box shared with other jobs, where each of the jagged form's E OpenMP regions may
-  wait a scheduler tick for its second thread.
+  shape) and measured slower than jagged on a quiet 2-core CPU at both bench shapes. It once
+  measured faster on a box shared with other jobs, where each of the jagged form's E OpenMP
+  regions may wait a scheduler tick for its second thread.
 Zero rows give zero outputs and zero gradients; no row is ever past the last offset. Where
 `_grouped_mm` can't run (fp64, unaligned sizes, other devices) the same buffers go through
 plain matmuls, one per group when jagged.

@@ -193,7 +193,7 @@ def test_one_token_and_one_expert_for_everyone(dispatch):
         assert rel_err(m(x), ref_moe(m, x, make_cfg())[0]) < 1e-6
 
 
-def test_cpu_layout_choice():
+def test_layout_rows():
     m = make_moe(torch.float32)
     x = torch.zeros(1, 16)
     skewed = torch.tensor([9, 3, 3, 3, 3, 3, 3, 5])

@@ -347,16 +347,17 @@ def stage_pretrain(args, device, dtype):
         xs, ys = val_ids[:n * T].view(n, T), val_ids[1:n * T + 1].view(n, T)  # (n, T)
         total = 0.0
         for i in range(0, n, t.batch_size):
+            xb, yb = xs[i:i + t.batch_size], ys[i:i + t.batch_size]  # (b, T), b <= batch_size
             with autocast:
-                _, loss = model(xs[i:i + t.batch_size].to(device), ys[i:i + t.batch_size].to(device))
-            total += loss.item() * len(xs[i:i + t.batch_size])
+                _, loss = model(xb.to(device), yb.to(device))
+            total += loss.item() * len(xb)
         model.train()
         return total / n
 
     # ---- the loop
     import moe
     bar = progress(t.max_iters, step, args.quiet, "pretrain")
-    first_loss, recent = None, collections.deque(maxlen=50)  # recent: the last 50 steps' losses
+    first_loss, recent = None, collections.deque(maxlen=50)  # the last 50 steps' losses (since a resume)
     t_last, tok_since = time.time(), 0
     model.train()
     while step < t.max_iters:
