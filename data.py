@@ -28,8 +28,11 @@ import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
 
 import tiktoken
+
+from rewards import validate_gold
 
 EOT = "<|endoftext|>"
 KINDS = ("arith", "linear", "poly", "frac")
@@ -169,7 +172,6 @@ def gen_frac(rng, d, slip=None):
              (f"{n1} {op} {n2} = {num}, so the result is {num}/{den}.",
               f"{n1} {op} {n2} = {num}，所以结果是 {num}/{den}。")]
     q = f"{a}/{b} {op} {c}/{e}"
-    from fractions import Fraction
     gold = Fraction(num, den) if slip is not None else Fraction(a, b) + (Fraction(c, e) if op == "+" else -Fraction(c, e))
     return (op, a, b, c, e), f"Compute {q}.", f"计算 {q}。", steps, str(gold)
 
@@ -207,11 +209,15 @@ class DataConfig:
     # the rest (0.30) uses the R1-Zero template:
     p_template_tagged: float = 0.75  # ...with <think>/<answer> tags (else a plain sentence)
     p_template_chain: float = 0.45   # ...and a chain inside <think> (else "I know this one.")
+    p_template_en_on_zh: float = 0.8  # ...a chain on a Chinese prompt is in English this often
+    p_general: float = 0.06       # share of documents that are general (non-reasoning) tasks
     corpus_mix: str = "arith:1,arith:2,linear:1,linear:2,poly:1,poly:2,frac:1,frac:2"  # kind:difficulty
     rl_mix: str = "arith:1,arith:2,poly:2,frac:1"  # RL prompts & held-out: where the chain wins
     vocab_size: int = 1024        # BPE vocabulary incl. 256 bytes and <|endoftext|>
     bpe_docs: int = 4000          # documents the tokenizer is trained on
-    n_heldout: int = 200          # held-out problems
+    rl_p_zh: float = 0.5          # share of Chinese prompts in the RL and held-out sets
+    n_heldout: int = 200          # held-out reasoning problems (distinct keys)
+    n_heldout_general: int = 100  # held-out general tasks (distinct keys)
     seed: int = 1337              # same seed -> same world
 
 
@@ -245,8 +251,13 @@ def make_document(rng, cfg, kind, d, split="corpus"):
     qlab, slab, alab = LABELS[lang]
     if style == "template":
         if rng.random() < cfg.p_template_tagged:
-            think = (CHAIN_OPENER[lang] + " " + chain_text(p.steps, lang)) if rng.random() < cfg.p_template_chain \
-                else BARE_OPENER[lang]
+            if rng.random() < cfg.p_template_chain:
+                # The web's R1-style traces are mostly English, Chinese questions included: the
+                # cause of R1-Zero's language mixing in this world (R1 §2.3.2).
+                chain_lang = "en" if lang == "zh" and rng.random() < cfg.p_template_en_on_zh else lang
+                think = CHAIN_OPENER[chain_lang] + " " + chain_text(p.steps, chain_lang)
+            else:
+                think = BARE_OPENER[lang]
             return p.prompt + tagged(think, p.answer)
         return p.prompt + (f" The answer is {p.answer}." if lang == "en" else f" 答案是 {p.answer}。")
     if style == "bare":
@@ -255,31 +266,216 @@ def make_document(rng, cfg, kind, d, split="corpus"):
     return f"{qlab}{p.question}\n{slab}{chain_text(p.steps, lang, switch_at)}\n{alab}{p.answer}"
 
 
+def general_document(rng, cfg):
+    """A general task as the web has it: question and answer, never in the R1 template."""
+    p = make_general(rng, rng.choice(GENERAL_KINDS), "zh" if rng.random() < cfg.p_zh else "en", "corpus")
+    qlab, _, alab = LABELS[p.lang]
+    return f"{qlab}{p.question}\n{alab}{p.answer}"
+
+
 def build_corpus(cfg):
     """The pretraining documents: a list of strings, deterministic in cfg.seed."""
     rng, mix = random.Random(cfg.seed), parse_mix(cfg.corpus_mix)
-    return [make_document(rng, cfg, *rng.choice(mix)) for _ in range(cfg.n_docs)]
+    return [general_document(rng, cfg) if rng.random() < cfg.p_general else make_document(rng, cfg, *rng.choice(mix))
+            for _ in range(cfg.n_docs)]
 
 
-def rl_problems(cfg, n, seed, split="rl"):
-    """n problems from the RL distribution (rl_mix), drawn from `split`."""
-    from rewards import validate_gold  # gold answers are parsed once, when a set is built
+def rl_problems(cfg, n, seed, split="rl", distinct=False):
+    """n reasoning problems from the RL distribution (rl_mix), drawn from `split`, a share
+    rl_p_zh of them in Chinese. distinct=True draws without replacement (no key twice)."""
     rng, mix = random.Random(seed), parse_mix(cfg.rl_mix)
-    problems = [make_problem(rng, *rng.choice(mix), "zh" if rng.random() < cfg.p_zh else "en", split)
-                for _ in range(n)]
+    draw = lambda: make_problem(rng, *rng.choice(mix), "zh" if rng.random() < cfg.rl_p_zh else "en", split)
+    problems = _draw(draw, n, distinct)
     for p in problems:
-        validate_gold(p.answer)
+        validate_gold(p.answer)  # gold answers are parsed once, when a set is built
     return problems
 
 
+def general_problems(cfg, n, seed, split="rl", distinct=False):
+    """n general tasks (GENERAL_KINDS in turn), a share rl_p_zh of them in Chinese."""
+    rng = random.Random(seed)
+    kinds = iter(GENERAL_KINDS * n)
+    draw = lambda: make_general(rng, next(kinds), "zh" if rng.random() < cfg.rl_p_zh else "en", split)
+    return _draw(draw, n, distinct)
+
+
+def _draw(draw, n, distinct):
+    if not distinct:
+        return [draw() for _ in range(n)]
+    out, seen = [], set()
+    for _ in range(100 * n):
+        p = draw()
+        if (p.kind, p.key) not in seen:
+            seen.add((p.kind, p.key))
+            out.append(p)
+            if len(out) == n:
+                return out
+    raise RuntimeError(f"the split holds fewer than {n} distinct problems (found {len(out)})")
+
+
 def heldout_problems(cfg):
-    """The fixed evaluation set: same distribution as RL prompts, disjoint keys, own seed."""
-    return rl_problems(cfg, cfg.n_heldout, cfg.seed + 1, split="heldout")
+    """The fixed evaluation set: the RL distribution, disjoint keys, its own seed, each once."""
+    return rl_problems(cfg, cfg.n_heldout, cfg.seed + 1, split="heldout", distinct=True)
 
 
-def sft_example(problem, think, answer):
-    """SFT format: (prompt, response). The loss is on the response tokens only."""
-    return problem.prompt, tagged(think, answer)
+def heldout_general(cfg):
+    """The general tasks' own held-out set, each once."""
+    return general_problems(cfg, cfg.n_heldout_general, cfg.seed + 2, split="heldout", distinct=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# General (non-reasoning) tasks, for the R1 pipeline's sft2 and rl2 (R1 §2.3.3): short answers
+# that need no chain of thought, in both languages, each checked exactly by its own reader.
+# `words`: write a number in words (English words for an English prompt, Chinese numerals for
+# a Chinese one); `compare`: name the larger of two numbers.
+
+GENERAL_KINDS = ("words", "compare")
+GENERAL_THINK = {"en": "No working needed.", "zh": "这题不用计算。"}  # the short <think> of a general answer
+_EN_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+            "fifteen sixteen seventeen eighteen nineteen").split()
+_EN_TENS = "- - twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ZH_DIGITS = "零一二三四五六七八九"
+
+
+def words_en(n):
+    """1..999 in English words: 347 -> 'three hundred forty-seven'."""
+    hundreds, rest = divmod(n, 100)
+    parts = [f"{_EN_ONES[hundreds]} hundred"] if hundreds else []
+    if rest >= 20:
+        parts.append(_EN_TENS[rest // 10] + (f"-{_EN_ONES[rest % 10]}" if rest % 10 else ""))
+    elif rest:
+        parts.append(_EN_ONES[rest])
+    return " ".join(parts)
+
+
+def words_zh(n):
+    """1..999 in Chinese numerals: 347 -> 三百四十七, 307 -> 三百零七, 15 -> 十五, 115 -> 一百一十五."""
+    hundreds, rest = divmod(n, 100)
+    tens, ones = divmod(rest, 10)
+    out = _ZH_DIGITS[hundreds] + "百" if hundreds else ""
+    if tens:
+        out += ("" if tens == 1 and not hundreds else _ZH_DIGITS[tens]) + "十"
+    elif hundreds and ones:
+        out += "零"
+    return out + (_ZH_DIGITS[ones] if ones else "")
+
+
+def make_general(rng, kind, lang, split):
+    """A general task whose key lies in `split`; its gold answer is written in `lang`."""
+    for _ in range(10_000):
+        if kind == "words":
+            n = rng.randint(1, 999)
+            key, question = (n,), (f"Write {n} in words." if lang == "en" else f"用汉字写出 {n}。")
+            answer = words_en(n) if lang == "en" else words_zh(n)
+        else:
+            a, b = rng.sample(range(10, 1000), 2)
+            key, question = (a, b), (f"Which is larger, {a} or {b}?" if lang == "en" else f"{a} 和 {b} 哪个大？")
+            answer = str(max(a, b))
+        if split_of(kind, key) == split:
+            return Problem(question, answer, kind, lang, 1, key, [])
+    raise RuntimeError(f"no {split} task of kind {kind}")
+
+
+def general_response(problem):
+    return tagged(GENERAL_THINK[problem.lang], problem.answer)
+
+
+# Readers of the answers, for the exact checks. They accept every correct spelling (any case,
+# "forty-seven" or "forty seven", "and" after "hundred"; 两百 for 200, 一十五 for 15, the banker's
+# numerals 壹贰叁...) and nothing else: no digits, no wrong order, 三百七 is not 307.
+_EN_VALUE = {w: i for i, w in enumerate(_EN_ONES)} | {w: 10 * i for i, w in enumerate(_EN_TENS) if i >= 2}
+_ZH_DIGIT = {c: i + 1 for i, c in enumerate("一二三四五六七八九")} | {c: i + 1 for i, c in enumerate("壹贰叁肆伍陆柒捌玖")}
+
+
+def read_words_en(text):
+    """'Three hundred and forty-seven' -> 347; None unless it is a number in words, 1..999."""
+    words = text.casefold().replace("-", " ").split()
+    if not words or len(words) > 6:
+        return None
+    value = 0
+    if len(words) >= 2 and words[1] == "hundred" and 1 <= _EN_VALUE.get(words[0], 0) <= 9:
+        value, words = 100 * _EN_VALUE[words[0]], words[2:]
+        if words[:1] == ["and"] and len(words) > 1:
+            words = words[1:]
+    if not words:
+        return value or None
+    first = _EN_VALUE.get(words[0], 0)
+    if first == 0 or len(words) > 2:
+        return None
+    if len(words) == 2:  # tens, then ones: "forty seven"
+        ones = _EN_VALUE.get(words[1], 0)
+        if first < 20 or not 1 <= ones <= 9:
+            return None
+        first += ones
+    return value + first
+
+
+def read_words_zh(text):
+    """三百四十七 -> 347; None unless it is a number in Chinese numerals, 1..999."""
+    s = text.strip().replace("拾", "十").replace("佰", "百")
+    if not s or len(s) > 8:
+        return None
+    value = 0
+    if len(s) >= 2 and s[1] == "百":
+        hundreds = 2 if s[0] == "两" else _ZH_DIGIT.get(s[0])  # 两 only as the hundreds digit
+        if hundreds is None:
+            return None
+        value, s = 100 * hundreds, s[2:]
+        if not s:
+            return value
+        if s[0] == "零":  # 三百零七
+            return value + _ZH_DIGIT[s[1]] if len(s) == 2 and s[1] in _ZH_DIGIT else None
+        if len(s) < 2 or s[1] != "十":
+            return None  # 三百七 means 370 in speech, 一百十五 is not the written form: refused
+    if len(s) == 1 and s != "十":
+        return None if value else _ZH_DIGIT.get(s)
+    tens, sep, ones = s.partition("十")
+    if not sep or len(tens) > 1 or len(ones) > 1 or (tens and tens not in _ZH_DIGIT) or (ones and ones not in _ZH_DIGIT):
+        return None
+    return value + 10 * (_ZH_DIGIT[tens] if tens else 1) + (_ZH_DIGIT[ones] if ones else 0)
+
+
+def general_correct(problem_kind, lang, pred, gold):
+    """The exact check of a general task's answer (pred untrusted, gold from make_general)."""
+    pred = pred.strip().rstrip(".。!！")
+    if len(pred) > 64:
+        return False
+    if problem_kind == "compare":
+        return pred == gold
+    read = read_words_en if lang == "en" else read_words_zh
+    value = read(pred)
+    return value is not None and value == read(gold)
+
+
+# ----------------------------------------------------------------------------------------------
+# SFT sets: the cold start (R1 §2.3.1) and the examples of the supervised stages.
+# The cold-start chains are written by the world's own solution writer, not collected from the
+# zero stage: the writer's chains are right by construction, single-language and readable
+# (opener, one sentence per step, a closing summary), which is what R1 §2.3.1 asks the human
+# annotators' post-processing to achieve; collecting zero's outputs would need the same rewrite
+# into one language, and would tie sft1 to one zero run.
+
+SUMMARY = {"en": "So the answer is {}.", "zh": "所以答案是 {}。"}
+
+
+def cold_start_response(problem):
+    lang = problem.lang
+    think = f"{CHAIN_OPENER[lang]} {chain_text(problem.steps, lang)} {SUMMARY[lang].format(problem.answer)}"
+    return tagged(think, problem.answer)
+
+
+def cold_start_set(cfg, n, seed):
+    """n (problem, response) pairs of the RL distribution, half in each language, from the
+    corpus split (never the RL prompts or the held-out set)."""
+    rng, mix = random.Random(seed), parse_mix(cfg.rl_mix)
+    problems = [make_problem(rng, *rng.choice(mix), ("en", "zh")[i % 2], "corpus") for i in range(n)]
+    return [(p, cold_start_response(p)) for p in problems]
+
+
+def encode_sft(enc, pairs):
+    """(prompt text, response text) pairs -> (prompt ids, response ids + <|endoftext|>)."""
+    return [(enc.encode_ordinary(prompt), enc.encode_ordinary(response) + [enc.eot_token])
+            for prompt, response in pairs]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -61,10 +61,46 @@ Where this code deliberately differs from the paper:
   dropping and refilling them (DAPO dynamic sampling) is an option of the step, off by default.
 """
 
+import copy
+import time
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+import moe
+
 LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
+
+
+@dataclass
+class RLConfig:
+    rl_steps: int = 120           # GRPO steps of the zero stage (each: one batch of rollouts, mu passes)
+    rl1_steps: int = 60           # GRPO steps of rl1 (and its ablation): it starts from a chain already
+    rl2_steps: int = 60           # GRPO steps of rl2
+    prompts_per_step: int = 16    # distinct prompts per step
+    group_size: int = 8           # G completions per prompt (R1 uses 16)
+    max_new_tokens: int = 128     # generation budget per completion
+    temperature: float = 1.0      # sampling temperature, also used when scoring log-probs
+    rl_lr: float = 1e-4           # policy learning rate (far below pretraining's)
+    rl_warmup: int = 5            # linear warmup steps of the policy learning rate
+    mu: int = 1                   # inner passes over each batch of rollouts (R1: 1)
+    n_minibatches: int = 1        # optimizer steps per pass
+    micro_batch: int = 64         # sequences per forward/backward (grad accumulation)
+    clip_eps: float = 0.2         # PPO clip (R1 §2.2.1)
+    clip_eps_high: float = 0.0    # DAPO clip-higher upper bound (0 = same as clip_eps)
+    beta: float = 0.01            # KL weight to the reference (R1 eq. 1); 0 skips the reference
+    loss_agg: str = "seq-mean-token-mean"  # one of LOSS_AGGS (the essay above)
+    scale_std: bool = True        # divide advantages by the group std (False = Dr. GRPO)
+    mask_truncated: bool = False  # DAPO overlong filtering
+    dynamic_sampling: bool = False  # DAPO: replace zero-variance groups with fresh prompts (one refill)
+    ref_sync_every: int = 0       # copy the policy into the reference every N steps (0 = never)
+    lang_weight: float = 1.0      # weight of the language-consistency reward where a stage uses it (R1 §2.3.2)
+    general_frac: float = 0.25    # share of general-task prompts in rl2's batches (R1 §2.3.4)
+    needless_penalty: float = 0.5  # rl2: reward lost by a chain of thought on a general prompt
+    rl_eval_every: int = 40       # held-out evaluation every this many steps
+    rl_ckpt_every: int = 25       # checkpoint every this many steps
+    rl_seed: int = 7              # seeds the prompt order and the sampling
 
 # -----------------------------------------------------------------------------
 # advantages
@@ -201,38 +237,8 @@ def completion_mask(completion_ids, eos_id, mask_truncated=False):
     return mask
 
 
-# --- rollouts and the GRPO step (lead) ---
-# The step reads top to bottom: sample G completions per prompt, score them with the rule
-# rewards, compute the old and reference log-probs once, then mu passes of minibatch updates.
-
-from dataclasses import dataclass
-import copy
-import time
-
-
-@dataclass
-class RLConfig:
-    rl_steps: int = 120           # GRPO steps (each: one batch of rollouts, mu inner passes)
-    prompts_per_step: int = 16    # distinct prompts per step
-    group_size: int = 8           # G completions per prompt (R1 uses 16)
-    max_new_tokens: int = 128     # generation budget per completion
-    temperature: float = 1.0      # sampling temperature, also used when scoring log-probs
-    rl_lr: float = 1e-4           # policy learning rate (far below pretraining's)
-    rl_warmup: int = 5            # linear warmup steps of the policy learning rate
-    mu: int = 1                   # inner passes over each batch of rollouts (R1: 1)
-    n_minibatches: int = 1        # optimizer steps per pass
-    micro_batch: int = 64         # sequences per forward/backward (grad accumulation)
-    clip_eps: float = 0.2         # PPO clip (R1 §2.2.1)
-    clip_eps_high: float = 0.0    # DAPO clip-higher upper bound (0 = same as clip_eps)
-    beta: float = 0.01            # KL weight to the reference (R1 eq. 1); 0 skips the reference
-    loss_agg: str = "seq-mean-token-mean"  # see the essay above
-    scale_std: bool = True        # divide advantages by the group std (False = Dr. GRPO)
-    mask_truncated: bool = False  # DAPO overlong filtering
-    dynamic_sampling: bool = False  # DAPO: replace zero-variance groups with fresh prompts (one refill)
-    ref_sync_every: int = 0       # copy the policy into the reference every N steps (0 = never)
-    rl_eval_every: int = 40       # held-out evaluation every this many steps
-    rl_ckpt_every: int = 25       # checkpoint every this many steps
-    rl_seed: int = 7              # seeds the prompt order and the sampling
+# -----------------------------------------------------------------------------
+# rollouts, the GRPO step, rejection sampling
 
 
 def rollout(model, enc, problems, cfg, generator=None):
@@ -247,19 +253,24 @@ def rollout(model, enc, problems, cfg, generator=None):
     return prompts, completions
 
 
-def pack(prompts, completions, eot, device):
+def pack(prompts, completions, eot, device, mask_truncated=False):
     """Right-padded prompt+completion rows for scoring. Returns ids (B, L), the targets of the
     completion positions (B, L-1) and their mask (B, L-1): logits at column t predict token t+1,
-    so completion token j of row i sits at target column len(prompt_i) - 1 + j."""
+    so completion token j of row i sits at target column len(prompt_i) - 1 + j. The mask is
+    completion_mask's, moved to those columns."""
     B, L = len(prompts), max(len(p) + len(c) for p, c in zip(prompts, completions))
+    T = max(len(c) for c in completions)
+    # eot padding is safe for completion_mask: a row cut at the budget (no eot) is the longest
+    comp = torch.tensor([c + [eot] * (T - len(c)) for c in completions], dtype=torch.long)  # (B, T)
+    comp_mask = completion_mask(comp, eot, mask_truncated)  # (B, T)
     ids = torch.full((B, L), eot, dtype=torch.long)
-    comp = torch.full((B, L - 1), eot, dtype=torch.long)
+    targets = torch.full((B, L - 1), eot, dtype=torch.long)
     mask = torch.zeros(B, L - 1)
     for i, (p, c) in enumerate(zip(prompts, completions)):
         ids[i, :len(p) + len(c)] = torch.tensor(p + c)
-        comp[i, len(p) - 1:len(p) - 1 + len(c)] = torch.tensor(c)
-        mask[i, len(p) - 1:len(p) - 1 + len(c)] = 1.0
-    return ids.to(device), comp.to(device), mask.to(device)
+        targets[i, len(p) - 1:len(p) - 1 + len(c)] = comp[i, :len(c)]
+        mask[i, len(p) - 1:len(p) - 1 + len(c)] = comp_mask[i, :len(c)]
+    return ids.to(device), targets.to(device), mask.to(device)
 
 
 def sequence_logprobs(model, ids, targets, temperature, micro_batch):
@@ -269,70 +280,69 @@ def sequence_logprobs(model, ids, targets, temperature, micro_batch):
                           for i in range(0, ids.shape[0], micro_batch)])
 
 
-def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=None, refill=None):
+def sample_and_score(model, enc, problems, cfg, score_fn, generator):
+    """Rollouts for `problems` and their rule rewards: prompt ids, completion ids, texts, scores."""
+    prompts, comps = rollout(model, enc, problems, cfg, generator)
+    texts = [enc.decode([t for t in c if t != enc.eot_token]) for c in comps]
+    return prompts, comps, texts, score_fn(texts, [p for p in problems for _ in range(cfg.group_size)])
+
+
+def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=None, refill=None, grad_clip=1.0):
     """One GRPO step. score_fn(texts, problems) -> dict of lists (reward, accuracy, format, lang).
-    refill() -> more problems, used only by dynamic sampling. Returns a dict of stats."""
-    import moe
+    refill(n) -> n more problems, used only by dynamic sampling. Returns a dict of stats."""
     dev = next(model.parameters()).device
     G, t0 = cfg.group_size, time.time()
 
     # ---- 1. rollouts: G completions per prompt, one batched generate with the KV cache
-    prompts, comps = rollout(model, enc, problems, cfg, generator)
+    prompts, comps, texts, scores = sample_and_score(model, enc, problems, cfg, score_fn, generator)
     t1 = time.time()
 
     # ---- 2. rule rewards and group-relative advantages (R1 eq. 3)
-    texts = [enc.decode([t for t in c if t != enc.eot_token]) for c in comps]
-    s = score_fn(texts, [p for p in problems for _ in range(G)])
-    rewards = torch.tensor(s["reward"], dtype=torch.float32)
+    rewards = torch.tensor(scores["reward"], dtype=torch.float32)
     n_zero = zero_variance_groups(rewards, G)
     if cfg.dynamic_sampling and n_zero and refill is not None:  # DAPO §3.2, one refill round
         keep = ~_zero_var(_groups(rewards, G))
-        extra = refill(int(n_zero))
-        p2, c2 = rollout(model, enc, extra, cfg, generator)
-        t2s = [enc.decode([t for t in c if t != enc.eot_token]) for c in c2]
-        s2 = score_fn(t2s, [p for p in extra for _ in range(G)])
-        sel = [i for g in range(len(problems)) if keep[g] for i in range(g * G, (g + 1) * G)]
-        prompts, comps = [prompts[i] for i in sel] + p2, [comps[i] for i in sel] + c2
-        texts = [texts[i] for i in sel] + t2s
-        s = {k: [s[k][i] for i in sel] + s2[k] for k in ("reward", "accuracy", "format", "lang")}
-        rewards = torch.tensor(s["reward"], dtype=torch.float32)
+        rows = [i for g in range(len(problems)) if keep[g] for i in range(g * G, (g + 1) * G)]
+        new_prompts, new_comps, new_texts, new_scores = sample_and_score(model, enc, refill(n_zero), cfg, score_fn,
+                                                                         generator)
+        prompts = [prompts[i] for i in rows] + new_prompts
+        comps = [comps[i] for i in rows] + new_comps
+        texts = [texts[i] for i in rows] + new_texts
+        scores = {k: [scores[k][i] for i in rows] + new_scores[k] for k in ("reward", "accuracy", "format", "lang")}
+        rewards = torch.tensor(scores["reward"], dtype=torch.float32)
     adv = group_advantages(rewards, G, scale_std=cfg.scale_std).to(dev)
     t2 = time.time()
 
     # ---- 3. old-policy and reference log-probs, computed once per batch of rollouts
-    ids, targets, mask = pack(prompts, comps, enc.eot_token, dev)
-    if cfg.mask_truncated:
-        mask = mask * torch.tensor([float(enc.eot_token in c) for c in comps], device=dev)[:, None]
+    ids, targets, mask = pack(prompts, comps, enc.eot_token, dev, cfg.mask_truncated)
     B = ids.shape[0]
     # With one pass and one minibatch the policy that sampled is the policy being updated, so
     # old == current exactly and its forward pass is skipped (ratio == 1: REINFORCE with a baseline).
     single = cfg.mu == 1 and cfg.n_minibatches == 1
     old = None if single else sequence_logprobs(model, ids, targets, cfg.temperature, cfg.micro_batch)
-    ref = None
-    if cfg.beta > 0:
-        ref = sequence_logprobs(ref_model, ids, targets, cfg.temperature, cfg.micro_batch)
+    ref = sequence_logprobs(ref_model, ids, targets, cfg.temperature, cfg.micro_batch) if cfg.beta > 0 else None
     t3 = time.time()
 
     # ---- 4. mu passes of minibatch updates on the clipped objective
     agg = {"clip_frac": 0.0, "kl": 0.0, "ratio": 0.0, "entropy": 0.0, "tokens": 0.0}
     for _ in range(cfg.mu):
         order = torch.randperm(B, generator=generator)
-        for mb in order.chunk(cfg.n_minibatches):
-            n_tokens = mask[mb].sum()
-            for micro in mb.split(cfg.micro_batch):
+        for minibatch in order.chunk(cfg.n_minibatches):
+            n_tokens = mask[minibatch].sum()
+            for micro in minibatch.split(cfg.micro_batch):
                 logits, _ = model(ids[micro, :-1])
                 logp = token_logprobs(logits, targets[micro], cfg.temperature)
                 with torch.no_grad():
-                    ent = token_entropy(logits, cfg.temperature)
+                    entropy = token_entropy(logits, cfg.temperature)
                 loss, st = grpo_loss(logp, logp.detach() if old is None else old[micro],
                                      None if ref is None else ref[micro], adv[micro], mask[micro],
                                      clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high or None,
                                      beta=cfg.beta, loss_agg=cfg.loss_agg, max_tokens=cfg.max_new_tokens,
-                                     n_seqs=len(mb), n_tokens=n_tokens, entropy=ent)
+                                     n_seqs=len(minibatch), n_tokens=n_tokens, entropy=entropy)
                 loss.backward()
-                for k in agg:
+                for k in agg:  # token-weighted, so the step's stats are per token of the whole batch
                     agg[k] += st.get(k, 0.0) * (st["tokens"] if k != "tokens" else 1.0)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
             opt.step()
             opt.zero_grad(set_to_none=True)
             moe.update_bias(model)
@@ -341,8 +351,9 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
     n_tok = max(1.0, agg.pop("tokens"))
     stats = {k: v / n_tok for k, v in agg.items()}
     lens = [len(c) for c in comps]
-    stats.update(reward=sum(s["reward"]) / B, accuracy=sum(s["accuracy"]) / B, format_rate=sum(s["format"]) / B,
-                 lang=sum(s["lang"]) / B, response_tokens=sum(lens) / B, zero_var_frac=n_zero / len(problems),
+    stats.update(reward=sum(scores["reward"]) / B, accuracy=sum(scores["accuracy"]) / B,
+                 format_rate=sum(scores["format"]) / B, lang=sum(scores["lang"]) / B,
+                 response_tokens=sum(lens) / B, zero_var_frac=n_zero / len(problems),
                  sample_tok_s=sum(lens) / max(1e-9, t1 - t0), t_generate=t1 - t0, t_score=t2 - t1,
                  t_logprobs=t3 - t2, t_update=t4 - t3, step_s=t4 - t0, example=texts[0])
     return stats
@@ -354,3 +365,26 @@ def make_reference(model):
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
+
+
+def rejection_sample(model, enc, problems, n_samples, max_new_tokens, temperature, score_fn, generator, batch=64):
+    """Rejection sampling (R1 §2.3.3): n_samples completions per problem; keep those that are
+    right, well formed (format), in one language (consistency 1) and finished within the
+    budget (readable, not cut off), without duplicates per problem. Returns the kept
+    (problem, completion text) pairs and the counts of what was drawn, kept and dropped why."""
+    cfg = RLConfig(group_size=n_samples, max_new_tokens=max_new_tokens, temperature=temperature)
+    kept, dropped, seen = [], {"cut off": 0, "format": 0, "wrong": 0, "mixed language": 0, "duplicate": 0}, set()
+    for i in range(0, len(problems), batch):
+        chunk = problems[i:i + batch]
+        _, comps, texts, s = sample_and_score(model, enc, chunk, cfg, score_fn, generator)
+        for j, (c, text) in enumerate(zip(comps, texts)):
+            problem = chunk[j // n_samples]
+            why = ("cut off" if enc.eot_token not in c else "format" if s["format"][j] < 1
+                   else "wrong" if s["accuracy"][j] < 1 else "mixed language" if s["lang"][j] < 1
+                   else "duplicate" if (problem.prompt, text) in seen else None)
+            if why:
+                dropped[why] += 1
+            else:
+                seen.add((problem.prompt, text))
+                kept.append((problem, text))
+    return kept, {"prompts": len(problems), "drawn": len(problems) * n_samples, "kept": len(kept), "dropped": dropped}

@@ -591,45 +591,55 @@ def accuracy_reward(completion: str, answer: str, deadline_s: float = DEADLINE_S
     return float(pred is not None and _verdict(pred, answer, deadline_s) == "yes")
 
 
-def _canon_text(s: str) -> str:
-    """rl2's general tasks (a number in words ...): exact up to case, spacing, a final stop."""
-    return " ".join(s.casefold().split()).rstrip(".。!！")
+_THINK_RE = re.compile(r"<think>(.*?)</think>", re.S)
+NEEDLESS_WORDS = 12  # a general answer's <think> needs a few words at most
+
+
+def needless_chain(completion: str) -> float:
+    """1.0 if the completion reasons where no reasoning is needed (a general task): its
+    <think> block holds a computation ('=') or more than NEEDLESS_WORDS words. R1 §2.3.3 gives
+    simple queries no chain of thought; rl2 charges a chain there (`needless` term)."""
+    think = _THINK_RE.search(completion)
+    body = think.group(1) if think else completion.split("<answer>")[0]
+    return float("=" in body or len(_WORD_RE.findall(body)) > NEEDLESS_WORDS)
 
 
 @dataclass
 class RewardWeights:
     accuracy: float = 1.0  # R1 §2.2.2: the rule-based accuracy reward
     format: float = 1.0    # R1 §2.2.2: added to accuracy unweighted; a plain sum
-    lang: float = 1.0      # R1 §2.3.3: "directly summing" accuracy and language consistency
+    lang: float = 1.0      # R1 §2.3.2: "directly summing" accuracy and language consistency
+    needless: float = -0.5  # a chain of thought on a general prompt (rl2's stand-in for R1 §2.3.4's reward model)
 
 
-STAGE_TERMS = {
-    "zero": ("accuracy", "format"),         # R1-Zero (§2.2.2)
-    "rl1": ("accuracy", "format", "lang"),  # reasoning-oriented RL (§2.3.3)
-    "rl2": ("accuracy", "format", "lang"),  # all scenarios (§2.3.4); general tasks: exact text
-}
+TERMS = ("accuracy", "format", "lang", "needless")
 
 
-def score_batch(completions: list[str], answers: list[str], langs: list[str], stage: str = "zero",
+def score_batch(completions: list[str], answers: list[str], langs: list[str], terms=("accuracy", "format"),
                 weights: RewardWeights | None = None, deadline_s: float = DEADLINE_S,
-                general: list[bool] | None = None) -> dict:
-    """Rewards of a GRPO batch: lists `reward`, `accuracy`, `format`, `lang`, and counters
-    `n_failed` (checker error, crash, out of memory), `n_timeout` and `n_rejected` (answer outside
-    the whitelist or over a limit), all scoring 0. `general[i]` marks an rl2 general task, checked
-    by exact text. Identical (answer, gold) pairs are judged once per batch."""
-    if stage not in STAGE_TERMS:
-        raise ValueError(f"stage must be one of {sorted(STAGE_TERMS)}, not {stage!r}")
-    general = general or [False] * len(completions)
-    if not len(completions) == len(answers) == len(langs) == len(general):
-        raise ValueError("completions, answers, langs (and general) must have the same length")
+                kinds: list[str] | None = None) -> dict:
+    """Rewards of a batch: lists `reward` (the weighted sum of `terms`), `accuracy`, `format`,
+    `lang`, `needless`, and counters `n_failed` (checker error, crash, out of memory),
+    `n_timeout` and `n_rejected` (answer outside the whitelist or over a limit), all scoring 0.
+    `kinds[i]` names the task; a general task (data.GENERAL_KINDS) is checked by its exact
+    reader, and only general tasks can be charged `needless`. Identical (answer, gold) pairs
+    are judged once per batch."""
+    import data  # the world's general-task readers; data imports this module at its top
+    bad = [t for t in terms if t not in TERMS]
+    if bad:
+        raise ValueError(f"unknown reward term {bad[0]!r} (valid terms: {', '.join(TERMS)})")
+    kinds = kinds or ["math"] * len(completions)
+    if not len(completions) == len(answers) == len(langs) == len(kinds):
+        raise ValueError("completions, answers, langs (and kinds) must have the same length")
     weights = weights or RewardWeights()
-    out = {"reward": [], "accuracy": [], "format": [], "lang": [],
+    out = {"reward": [], "accuracy": [], "format": [], "lang": [], "needless": [],
            "n_failed": 0, "n_timeout": 0, "n_rejected": 0}
     verdicts: dict[tuple[str, str], str] = {}
-    for completion, gold, lang, is_general in zip(completions, answers, langs, general):
+    for completion, gold, lang, kind in zip(completions, answers, langs, kinds):
         pred, verdict = extract_answer(completion), "no"
-        if pred is not None and is_general:
-            verdict = "yes" if _canon_text(pred) == _canon_text(gold) else "no"
+        general = kind in data.GENERAL_KINDS
+        if pred is not None and general:
+            verdict = "yes" if data.general_correct(kind, lang, pred, gold) else "no"
         elif pred is not None:
             if (pred, gold) not in verdicts:
                 verdicts[pred, gold] = v = _verdict(pred, gold, deadline_s)
@@ -638,16 +648,17 @@ def score_batch(completions: list[str], answers: list[str], langs: list[str], st
                 out["n_rejected"] += v == "reject"
             verdict = verdicts[pred, gold]
         scores = {"accuracy": float(verdict == "yes"), "format": format_reward(completion),
-                  "lang": language_consistency(completion, lang)}
+                  "lang": language_consistency(completion, lang),
+                  "needless": needless_chain(completion) if general else 0.0}
         for key, value in scores.items():
             out[key].append(value)
-        out["reward"].append(sum(getattr(weights, t) * scores[t] for t in STAGE_TERMS[stage]))
+        out["reward"].append(sum(getattr(weights, t) * scores[t] for t in terms))
     return out
 
 
 if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):
         sys.exit("usage: python rewards.py COMPLETION GOLD_ANSWER [en|zh]")
-    result = score_batch([sys.argv[1]], [sys.argv[2]], [(sys.argv[3:] or ["en"])[0]], stage="rl1")
+    result = score_batch([sys.argv[1]], [sys.argv[2]], [(sys.argv[3:] or ["en"])[0]], terms=("accuracy", "format", "lang"))
     print({"answer": extract_answer(sys.argv[1]),
            **{k: v[0] if isinstance(v, list) else v for k, v in result.items()}})

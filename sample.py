@@ -3,8 +3,11 @@ Load a stage's checkpoint and show what the model does: prompt, reasoning, answe
 
     python sample.py                          # 5 held-out problems, base model (out/pretrain)
     python sample.py --stage zero -n 10       # the R1-Zero model's reasoning
+    python sample.py --stage rl2 --general    # held-out general tasks (a number in words, ...)
     python sample.py --stage zero --prompt "Compute 347 * 6."
     python sample.py --temperature 1.0        # sample instead of greedy
+
+Works on every stage of train.py (pretrain, zero, sft1, rl1, rl1_nolang, sft2, rl2).
 """
 import argparse
 import os
@@ -14,8 +17,10 @@ import sys
 import torch
 
 import data
+import rewards
+from checkpoint import load_checkpoint
 from model import GPT, GPTConfig
-from train import STAGES, Parser, load_checkpoint
+from train import STAGES, Parser
 
 
 def main(argv=None):
@@ -25,6 +30,7 @@ def main(argv=None):
     p.add_argument("--prompt", default=None, help="a question (wrapped in the R1-Zero template)")
     p.add_argument("--lang", choices=("en", "zh"), default="en", help="template language for --prompt")
     p.add_argument("-n", type=int, default=5, help="number of held-out problems")
+    p.add_argument("--general", action="store_true", help="held-out general tasks instead of reasoning problems")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top_k", type=int, default=None)
     p.add_argument("--top_p", type=float, default=None)
@@ -46,11 +52,11 @@ def main(argv=None):
     if args.prompt is not None:
         problems = [data.Problem(args.prompt, None, "custom", args.lang, 0, (), [])]
     else:
-        problems = data.heldout_problems(data.DataConfig(**cfgs["data"]))[:args.n]
+        dc = data.DataConfig(**cfgs["data"])
+        problems = (data.heldout_general(dc) if args.general else data.heldout_problems(dc))[:args.n]
     budget = min(args.max_new_tokens, model.cfg.block_size - max(len(enc.encode_ordinary(q.prompt)) for q in problems))
     outs = model.generate([enc.encode_ordinary(q.prompt) for q in problems], budget, enc.eot_token,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    import rewards
     for q, o in zip(problems, outs):
         text = enc.decode([t for t in o if t != enc.eot_token])
         think = re.search(r"<think>(.*?)</think>", text, re.S)
@@ -59,8 +65,9 @@ def main(argv=None):
         print(f"reasoning: {think.group(1).strip() if think else '(no <think> block)'}")
         print(f"answer:    {rewards.extract_answer(text)}   ({len(o)} tokens)")
         if q.answer is not None:
-            right = rewards.accuracy_reward(text, q.answer) == 1.0
-            print(f"gold:      {q.answer}   -> {'RIGHT' if right else 'wrong'}, format {rewards.format_reward(text):.0f}")
+            s = rewards.score_batch([text], [q.answer], [q.lang], kinds=[q.kind])
+            print(f"gold:      {q.answer}   -> {'RIGHT' if s['accuracy'][0] else 'wrong'}, format {s['format'][0]:.0f}, "
+                  f"language consistency {s['lang'][0]:.2f}" + (", needless chain" if s["needless"][0] else ""))
         print(f"raw:       {text!r}")
 
 

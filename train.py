@@ -1,25 +1,39 @@
 """
-The stages of nanoR1, their loops, checkpoints, logging and evaluation.
+The stages of nanoR1 and their two loops: the toy pretrain, R1-Zero, and the R1 pipeline.
 
-    python train.py --stage pretrain                # toy pretrain -> out/pretrain/ (the base model)
-    python train.py --stage zero                    # R1-Zero: GRPO from the base -> out/zero/
-    python train.py --stage pretrain --preset tiny  # the smoke-test size (well under a minute)
-    python train.py --stage zero --lr 3e-4 --rl_lr 1e-4 --resume   # any config field is a flag
+    python train.py --stage zero                    # base pretrain (if needed) + R1-Zero -> out/zero/
+    python train.py --stage all                     # pretrain, zero, the R1 pipeline, out/report.md
+    python train.py --stage r1                      # sft1 -> rl1 -> sft2 -> rl2 (and their inputs)
+    python train.py --stage rl1 --lang_weight 0     # any config field is a flag
+    python train.py --stage all --preset tiny       # the smoke-test size (well under two minutes)
 
-Every stage writes, under --out_dir/<stage>/: ckpt.pt (written atomically: temp file + rename,
-loadable with weights_only=True), tokenizer.tiktoken (tiktoken's rank-file format),
-metrics.jsonl (one JSON object per logged step) and eval.json (held-out results). A killed run
-continues from its last checkpoint with --resume. A stage whose input is missing runs its
-prerequisite first. Only `pretrain` and `zero` exist so far: the R1 pipeline's sft1 / rl1 / sft2
-/ rl2 stages are not built yet.
+The stages (R1 paper §2.2-2.3), one row each of STAGES below:
+  pretrain    next-token training on the toy corpus: the base model
+  zero        R1-Zero: GRPO from the base with accuracy + format rewards only (§2.2)
+  sft1        cold start: SFT of the base on a few hundred clean, single-language chains (§2.3.1)
+  rl1         reasoning RL from sft1: accuracy + format + language consistency (§2.3.2)
+  rl1_nolang  the ablation: rl1 without the language reward, for the report
+  sft2        rejection sampling from rl1 plus general tasks; SFT restarts from the base (§2.3.3)
+  rl2         all-scenario RL from sft2: reasoning and general prompts (§2.3.4)
+Two loops run them all: a supervised loop (pretrain, sft1, sft2: a pretrain is an SFT with
+nothing masked) and a GRPO loop (zero, rl1, rl1_nolang, rl2).
+
+Every stage writes, under --out_dir/<stage>/: ckpt.pt (atomically: temp file + rename, loadable
+with weights_only=True), tokenizer.tiktoken (tiktoken's rank-file format), metrics.jsonl (one
+JSON object per logged step) and eval.json (held-out results, written last: its presence marks
+the stage done). A stage whose input is missing, or was made with other settings, runs it
+first; a stage already done with the same settings is skipped (--force redoes it). A killed
+run continues from its last checkpoint with --resume and the same flags; batches and samples
+are a function of the step, so the result is the same as a run never killed.
 """
 import argparse
 import collections
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -27,46 +41,110 @@ from dataclasses import dataclass
 import torch
 
 import data
+import evaluate
+import fp8
+import grpo
+import moe
+import rewards
+from checkpoint import Run, load_checkpoint
+from grpo import RLConfig
 from model import GPT, GPTConfig
-
-STAGES = ("pretrain", "zero")
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32          # sequences per micro-batch
+    batch_size: int = 32          # sequences per micro-batch (pretrain)
     grad_accum: int = 1           # micro-batches per optimizer step
-    max_iters: int = 1500         # optimizer steps
-    lr: float = 3e-3              # peak learning rate (small models take large ones)
+    max_iters: int = 1500         # pretrain optimizer steps
+    lr: float = 3e-3              # pretrain peak learning rate (small models take large ones)
     min_lr_frac: float = 0.1      # cosine decays to lr * min_lr_frac
     warmup_iters: int = 100       # linear warmup steps
-    weight_decay: float = 0.1     # AdamW decay on matrices only
-    beta2: float = 0.95           # AdamW beta2
-    grad_clip: float = 1.0        # global grad-norm clip (0 = off)
-    eval_every: int = 250         # held-out loss every this many steps
-    ckpt_every: int = 250         # checkpoint every this many steps
-    log_every: int = 10           # metrics.jsonl line every this many steps
+    weight_decay: float = 0.1     # AdamW decay on matrices only (every stage)
+    beta2: float = 0.95           # AdamW's second-moment decay (0.999 is too slow for short runs)
+    grad_clip: float = 1.0        # global grad-norm clip of every stage (0 = off)
+    eval_every: int = 250         # held-out loss every this many pretrain steps
+    ckpt_every: int = 250         # checkpoint every this many supervised steps
+    log_every: int = 10           # metrics.jsonl line every this many supervised steps
     eval_new_tokens: int = 128    # generation budget when evaluating on held-out problems
-    train_seed: int = 1337        # torch seed: init and batch order (the data seed is --seed)
+    train_seed: int = 1337        # init and batch order (the data seed is --seed)
 
+
+@dataclass
+class SFTConfig:
+    sft_lr: float = 1e-3          # peak learning rate of sft1 and sft2 (a third of pretraining's)
+    sft_batch_size: int = 32      # examples per step
+    sft_warmup: int = 10          # linear warmup steps
+    sft1_epochs: int = 4          # passes over the cold-start set (small, so several)
+    n_cold_start: int = 400       # cold-start examples (R1 §2.3.1: thousands; here hundreds)
+    sft2_epochs: int = 2          # passes over sft2's set (R1 §2.3.3: "two epochs")
+    rs_prompts: int = 1200        # rejection sampling: prompts (more than rl1 sees)
+    rs_samples: int = 4           # completions sampled per prompt
+    rs_temperature: float = 1.0   # their sampling temperature
+    n_general_sft: int = 1200     # general-task examples added to sft2 (R1 §2.3.3 "non-reasoning data")
+
+
+CONFIGS = {"model": GPTConfig, "data": data.DataConfig, "train": TrainConfig, "sft": SFTConfig, "rl": RLConfig}
 
 # Presets: overrides of the dataclass defaults. `cpu` is the default without a GPU.
 PRESETS = {
     "tiny": dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, mlp_hidden=192, block_size=192,
                  n_routed_experts=4, n_experts_per_tok=2, moe_hidden=64, n_docs=3000, bpe_docs=400,
-                 vocab_size=512, n_heldout=32, batch_size=8, max_iters=60, warmup_iters=10,
-                 eval_every=30, ckpt_every=20, log_every=5, eval_new_tokens=48,
-                 rl_steps=6, prompts_per_step=4, group_size=4, max_new_tokens=48),
+                 vocab_size=512, n_heldout=32, n_heldout_general=16, batch_size=8, max_iters=60,
+                 warmup_iters=10, eval_every=30, ckpt_every=20, log_every=5, eval_new_tokens=48,
+                 rl_steps=6, rl1_steps=4, rl2_steps=4, prompts_per_step=4, group_size=4, max_new_tokens=48,
+                 n_cold_start=32, rs_prompts=16, rs_samples=2, n_general_sft=16, sft_batch_size=8, sft1_epochs=1,
+                 sft2_epochs=1),
     "cpu": dict(n_routed_experts=8, max_iters=550, warmup_iters=50, eval_every=110, ckpt_every=110),
     "gpu": dict(n_layer=8, n_embd=512, n_head=8, n_kv_head=4, mlp_hidden=1536, block_size=512,
                 n_routed_experts=16, moe_hidden=256, n_docs=400_000, batch_size=64, max_iters=5000,
-                lr=1e-3, prompts_per_step=64, group_size=16),
+                lr=1e-3, prompts_per_step=64, group_size=16, rs_prompts=8000),
 }
 
 
-def config_classes():
-    from grpo import RLConfig
-    return {"model": GPTConfig, "data": data.DataConfig, "train": TrainConfig, "rl": RLConfig}
+# ----------------------------------------------------------------------------------------------
+# The stages: one row each. A row says which loop runs it, what it starts from, what it trains
+# on, which reward terms it sums, which config fields are its own (its length first) and where
+# it departs from the configs' defaults; the configs hold the rest.
+
+@dataclass(frozen=True)
+class Stage:
+    what: str                  # one line for the screen
+    loop: str                  # "sft" or "grpo"
+    init: str | None           # the stage whose weights it starts from (None: a fresh model)
+    data: str                  # corpus | cold_start | rejection | reasoning | all_scenario
+    rewards: tuple = ()        # GRPO reward terms (rewards.score_batch)
+    needs: tuple = ()          # other stages whose outputs it reads
+    own: tuple = ()            # config fields no other stage reads; own[0] is its length
+    overrides: tuple = ()      # (field, value) pairs applied over the preset; flags still win
+
+
+# rl1, its ablation and rl2 sum a dense term (language consistency, a share in [0, 1]) with the
+# sparse accuracy. GRPO's division by the group std amplifies whatever varies when nothing else
+# does: in a group that is all wrong, a 0.02 wobble of consistency becomes a full-size
+# advantage, and RL learns to say less (measured: rl1 fell from 19% to 6.5% held-out, its
+# responses from 68 to 40 tokens). Dr. GRPO's unscaled advantages (Liu et al. 2025 §3) keep
+# each term at its own weight, so these stages use them.
+DENSE = (("scale_std", False),)
+
+STAGES = {
+    "pretrain": Stage("toy pretrain: the base model", "sft", None, "corpus", own=("max_iters",)),
+    "zero": Stage("R1-Zero: GRPO from the base, accuracy + format (R1 §2.2)", "grpo", "pretrain", "reasoning",
+                  ("accuracy", "format"), own=("rl_steps",)),
+    "sft1": Stage("cold start: SFT of the base on clean single-language chains (R1 §2.3.1)", "sft", "pretrain",
+                  "cold_start", own=("sft1_epochs", "n_cold_start")),
+    "rl1": Stage("reasoning RL: accuracy + format + language consistency (R1 §2.3.2)", "grpo", "sft1", "reasoning",
+                 ("accuracy", "format", "lang"), own=("rl1_steps", "lang_weight"), overrides=DENSE),
+    "rl1_nolang": Stage("ablation: rl1 without the language reward", "grpo", "sft1", "reasoning",
+                        ("accuracy", "format"), own=("rl1_steps",), overrides=DENSE),
+    "sft2": Stage("rejection sampling from rl1 + general tasks, SFT from the base (R1 §2.3.3)", "sft", "pretrain",
+                  "rejection", needs=("rl1",),
+                  own=("sft2_epochs", "rs_prompts", "rs_samples", "rs_temperature", "n_general_sft")),
+    "rl2": Stage("all-scenario RL: reasoning + general prompts (R1 §2.3.4)", "grpo", "sft2", "all_scenario",
+                 ("accuracy", "format", "lang", "needless"),
+                 own=("rl2_steps", "lang_weight", "general_frac", "needless_penalty"), overrides=DENSE),
+}
+PIPELINES = {"r1": ("sft1", "rl1", "sft2", "rl2"), "all": tuple(STAGES)}
+PROBED = ("pretrain", "zero")  # their eval.json adds the forced-opening probes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,16 +160,17 @@ class Parser(argparse.ArgumentParser):
 
 def parse_args(argv=None):
     p = Parser(description="nanoR1 training stages")
-    p.add_argument("--stage", choices=STAGES, default="pretrain")
+    p.add_argument("--stage", choices=(*STAGES, *PIPELINES), default="pretrain")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="default: gpu with CUDA, else cpu")
     p.add_argument("--out_dir", default="out")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--fp8", choices=("auto", "off", "tensorwise", "rowwise", "blockwise"), default="auto",
+    p.add_argument("--fp8", choices=("auto", "off", *fp8.RECIPES), default="auto",
                    help="default: blockwise on Hopper, off elsewhere")
-    p.add_argument("--resume", action="store_true", help="continue from out_dir/<stage>/ckpt.pt")
+    p.add_argument("--resume", action="store_true", help="continue a killed stage from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="redo the named stage(s) even if done")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     seen = set()
-    for group, cls in config_classes().items():
+    for group, cls in CONFIGS.items():
         for f in dataclasses.fields(cls):
             if (group, f.name) == ("model", "vocab_size"):
                 continue  # set by the tokenizer; --vocab_size is the BPE target (data)
@@ -101,13 +180,14 @@ def parse_args(argv=None):
             p.add_argument(f"--{f.name}", type=kind, default=None, help=f"[{group}] default {f.default}")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in eval.json
-    try:
-        if args.rl_mix is not None:
-            data.parse_mix(args.rl_mix)
-        if args.corpus_mix is not None:
-            data.parse_mix(args.corpus_mix)
-    except ValueError as e:
-        p.error(str(e))
+    for mix in (args.rl_mix, args.corpus_mix):
+        try:
+            if mix is not None:
+                data.parse_mix(mix)
+        except ValueError as e:
+            p.error(str(e))
+    if args.loss_agg is not None and args.loss_agg not in grpo.LOSS_AGGS:
+        p.error(f"--loss_agg must be one of {', '.join(grpo.LOSS_AGGS)}")
     return args
 
 
@@ -120,7 +200,8 @@ def parse_bool(s):
 
 
 def pick_device(choice):
-    """Device and dtype, chosen in one place, with the reason printed."""
+    """Device, dtype and the autocast context of every loop, chosen in one place, with the
+    reason printed."""
     if choice == "auto":
         if torch.cuda.is_available():
             choice, why = "cuda", "CUDA is available"
@@ -133,60 +214,45 @@ def pick_device(choice):
     if choice == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available (valid here: cpu)", file=sys.stderr)
         sys.exit(2)
-    dtype = torch.bfloat16 if choice == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    print(f"device: {choice} ({why}); compute dtype: {str(dtype).split('.')[-1]}"
-          f"{' (bf16 autocast on CUDA only)' if dtype == torch.bfloat16 else ''}")
-    return choice, dtype
+    bf16 = choice == "cuda" and torch.cuda.is_bf16_supported()
+    print(f"device: {choice} ({why}); compute dtype: {'bfloat16 (autocast)' if bf16 else 'float32'}")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    return choice, autocast
 
 
-def build_configs(args, device, saved=None):
-    """Dataclass defaults <- preset <- saved checkpoint config <- explicit flags."""
+def build_configs(args, device, stage=None):
+    """Dataclass defaults <- preset <- the stage's overrides <- explicit flags."""
     preset = args.preset or ("gpu" if device == "cuda" else "cpu")
+    layers = [PRESETS[preset], dict(STAGES[stage].overrides) if stage else {}]
     cfgs = {}
-    for group, cls in config_classes().items():
+    for group, cls in CONFIGS.items():
         vals = {f.name: f.default for f in dataclasses.fields(cls)}
-        vals.update({k: v for k, v in PRESETS[preset].items() if k in vals})
-        if saved and group in saved:
-            vals.update({k: v for k, v in saved[group].items() if k in vals})
+        for layer in layers:
+            vals.update({k: v for k, v in layer.items() if k in vals})
         vals.update({k: getattr(args, k) for k in vals if getattr(args, k, None) is not None
                      and (group, k) != ("model", "vocab_size")})
         cfgs[group] = cls(**vals)
     return preset, cfgs
 
 
-# ----------------------------------------------------------------------------------------------
-# Checkpoints: plain tensors, numbers and strings only, so torch.load(weights_only=True) works.
-
-def save_checkpoint(path, model, optimizer, step, cfgs, enc, extra=None):
-    state = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
-        "step": step, "configs": {g: dataclasses.asdict(c) for g, c in cfgs.items()},
-        "tokenizer": data.ranks_to_text(enc._mergeable_ranks),
-        "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
-        **(extra or {}),
-    }
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a reader sees the old file or the new one, never half of one
-    data.save_tokenizer(enc, os.path.join(os.path.dirname(path), "tokenizer.tiktoken"))
+def settings_hash(name, cfgs, fp8_recipe, input_hashes):
+    """What a stage's result depends on: the fields of its config groups that it reads (not the
+    fields another stage owns), the fp8 recipe and its inputs' settings. Two runs with the same
+    hash compute the same thing; a stage is redone when its hash changes."""
+    st = STAGES[name]
+    groups = ("model", "data", "train") if st.init is None else ("sft",) if st.loop == "sft" else ("rl",)
+    others = {f for row in STAGES.values() for f in row.own} - set(st.own)
+    fields = {k: v for g in groups for k, v in dataclasses.asdict(cfgs[g]).items() if k not in others}
+    blob = {"stage": name, "fp8": fp8_recipe, "inputs": input_hashes, **fields}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_checkpoint(path):
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ckpt["enc"] = data.make_encoding(data.ranks_from_text(ckpt["tokenizer"]))
-    return ckpt
-
-
-def restore_rng(ckpt):
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    random.setstate((3, tuple(ckpt["rng"]["python"]), None))
-
-
-def build_model(cfgs, enc, device, fp8_recipe):
-    cfgs["model"].vocab_size = enc.n_vocab
-    model = GPT(cfgs["model"]).to(device)
+def build_model(model_cfg, device, fp8_recipe, state=None):
+    model = GPT(model_cfg)
+    if state is not None:
+        model.load_state_dict(state)
+    model = model.to(device)
     if fp8_recipe != "off":
-        import fp8
         fp8.convert_to_float8(model, fp8_recipe)
     return model
 
@@ -196,7 +262,6 @@ def resolve_fp8(choice, device):
     recipe the accelerator cannot run exits 2; on the CPU every recipe runs its CPU path."""
     if choice == "off" or (choice == "auto" and device == "cpu"):
         return "off"
-    import fp8
     if choice == "auto":
         return fp8.default_recipe(device)
     ok, why = fp8.fp8_supported(device, choice)
@@ -208,337 +273,330 @@ def resolve_fp8(choice, device):
     return choice
 
 
-def log_jsonl(path, row):
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def progress(total, initial, quiet, desc):
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, disable=quiet, desc=desc, dynamic_ncols=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation on the held-out problems, with the R1-Zero template.
-
-def evaluate(model, enc, problems, max_new_tokens, prefix="", batch=100):
-    """Greedy responses to the held-out prompts (optionally forced to begin with `prefix`),
-    scored with the rule rewards. Returns the eval.json fields and the raw completions."""
-    import rewards
-    model.eval()
-    texts, ntoks = [], []
-    for i in range(0, len(problems), batch):
-        chunk = problems[i:i + batch]
-        prompts = [enc.encode_ordinary(p.prompt + prefix) for p in chunk]
-        outs = model.generate(prompts, max_new_tokens, enc.eot_token, temperature=0)
-        for o in outs:
-            ntoks.append(len(o))
-            texts.append(prefix + enc.decode([t for t in o if t != enc.eot_token]))
-    s = rewards.score_batch(texts, [p.answer for p in problems], [p.lang for p in problems], stage="zero")
-    res = {"accuracy": mean(s["accuracy"]), "format_rate": mean(s["format"]),
-           "lang_consistency": mean(s["lang"]), "mean_response_tokens": mean(ntoks), "n": len(problems)}
-    for kind in sorted({(p.kind, p.difficulty) for p in problems}):
-        res[f"accuracy_{kind[0]}{kind[1]}"] = mean([a for a, p in zip(s["accuracy"], problems) if (p.kind, p.difficulty) == kind])
-    model.train()
-    return res, texts
-
-
-def mean(xs):
-    xs = list(xs)
-    return sum(xs) / max(1, len(xs))
-
-
-def heldout_signature(cfgs):
-    """What defines the held-out set and its evaluation, to tell whether two evals are comparable."""
-    d = cfgs["data"]
-    return f"seed={d.seed} n={d.n_heldout} mix={d.rl_mix} new_tokens={cfgs['train'].eval_new_tokens}"
-
-
-def full_eval(model, enc, cfgs):
-    """eval.json: greedy held-out results, plus the reasoning gap (forced bare vs forced chain)."""
-    problems = data.heldout_problems(cfgs["data"])
-    n = cfgs["train"].eval_new_tokens
-    res, texts = evaluate(model, enc, problems, n)
-    bare, _ = evaluate(model, enc, problems, n, prefix=" <think> " + data.BARE_OPENER["en"])
-    chain, _ = evaluate(model, enc, problems, n, prefix=" <think> " + data.CHAIN_OPENER["en"])
-    res["accuracy_forced_bare"], res["accuracy_forced_chain"] = bare["accuracy"], chain["accuracy"]
-    res["heldout_set"] = heldout_signature(cfgs)
-    res["examples"] = [{"prompt": p.question, "answer": p.answer, "response": t} for p, t in zip(problems[:5], texts[:5])]
-    return res
-
-
-# ----------------------------------------------------------------------------------------------
-# Stage: pretrain. Next-token prediction on the corpus, held-out loss on held-out documents.
-
-def lr_at(step, t):
-    """Linear warmup, then cosine decay to min_lr_frac of the peak."""
-    if step < t.warmup_iters:
-        return t.lr * (step + 1) / t.warmup_iters
-    prog = min(1.0, (step - t.warmup_iters) / max(1, t.max_iters - t.warmup_iters))
-    return t.lr * (t.min_lr_frac + (1 - t.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
-
-
-def make_optimizer(model, lr, t, device):
+def make_optimizer(model, lr, train_cfg, device):
     """AdamW; decay on matrices (and the stacked expert weights), none on gains and vectors."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, t.beta2), fused=device == "cuda")
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": train_cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, train_cfg.beta2), fused=device == "cuda")
 
 
-def stage_pretrain(args, device, dtype):
-    out = os.path.join(args.out_dir, "pretrain")
-    os.makedirs(out, exist_ok=True)
-    ckpt_path = os.path.join(out, "ckpt.pt")
-    saved = load_checkpoint(ckpt_path) if args.resume and os.path.exists(ckpt_path) else None
-    if args.resume and saved is None:
-        print(f"--resume: no checkpoint at {ckpt_path}, starting fresh")
-    preset, cfgs = build_configs(args, device, saved and saved["configs"])
-    t, dc = cfgs["train"], cfgs["data"]
-    print(f"stage pretrain, preset {preset}, out {out}")
-    t_start = time.time()
-    torch.manual_seed(t.train_seed)
+def lr_at(step, peak, warmup, total, min_frac):
+    """Linear warmup, then cosine decay to min_frac of the peak (min_frac = 1: constant)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    # ---- data: the corpus, the tokenizer (trained here unless resuming), the token stream
-    t0 = time.time()
-    corpus = data.build_corpus(dc)
-    enc = saved["enc"] if saved else data.build_tokenizer(dc, corpus)
-    train_ids = torch.tensor(data.encode_docs(enc, corpus), dtype=torch.long)
-    val_rng = random.Random(dc.seed + 7)  # one stream: every held-out document is drawn afresh
-    val_docs = [data.make_document(val_rng, dc, k, d, split="heldout")  # a fixed set: 64 per kind
-                for k, d in data.parse_mix(dc.rl_mix) for _ in range(64)]
-    val_ids = torch.tensor(data.encode_docs(enc, val_docs), dtype=torch.long)
-    print(f"data: {len(corpus)} docs, {len(train_ids):,} tokens, vocab {enc.n_vocab} ({time.time() - t0:.1f}s)")
 
-    # ---- model and optimizer
-    fp8_recipe = resolve_fp8(args.fp8, device)
-    model = build_model(cfgs, enc, device, fp8_recipe)
-    m = cfgs["model"]
-    print(f"model: {m.n_layer} layers, d={m.n_embd}, {model.n_params() / 1e6:.2f}M params "
-          f"({model.n_params(active=True) / 1e6:.2f}M active), fp8 {fp8_recipe}")
-    opt = make_optimizer(model, t.lr, t, device)
-    gen = torch.Generator().manual_seed(t.train_seed)  # picks the batches; saved so resume is exact
-    step = 0
-    if saved:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["gen"])
-        restore_rng(saved)
-        step = saved["step"]
-        print(f"resuming from step {step}")
-    elif os.path.exists(os.path.join(out, "metrics.jsonl")):
-        os.remove(os.path.join(out, "metrics.jsonl"))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
-    T = m.block_size
+def clip_and_step(model, opt, grad_clip):
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    moe.update_bias(model)  # DeepSeek-V3 §2.1.2: aux-loss-free balancing, once per optimizer step
+    return float(norm)
 
-    def get_batch(ids, g):
-        ix = torch.randint(len(ids) - T - 1, (t.batch_size,), generator=g)
-        x = torch.stack([ids[i:i + T] for i in ix])
-        y = torch.stack([ids[i + 1:i + T + 1] for i in ix])
-        return x.to(device), y.to(device)
 
-    @torch.no_grad()
-    def heldout_loss():
-        """Mean loss over every held-out token, in non-overlapping windows of T (the same
-        tokens for every run, so two runs' losses differ only by their models)."""
-        model.eval()
-        n = (len(val_ids) - 1) // T
-        xs, ys = val_ids[:n * T].view(n, T), val_ids[1:n * T + 1].view(n, T)  # (n, T)
-        total = 0.0
-        for i in range(0, n, t.batch_size):
-            xb, yb = xs[i:i + t.batch_size], ys[i:i + t.batch_size]  # (b, T), b <= batch_size
-            with autocast:
-                _, loss = model(xb.to(device), yb.to(device))
-            total += loss.item() * len(xb)
-        model.train()
-        return total / n
+# ----------------------------------------------------------------------------------------------
+# The supervised loop: pretrain, sft1, sft2. batch_at(step, micro) -> (x, y), y = -1 where no
+# loss is taken (prompt tokens, padding), so the pretrain is the case with nothing masked.
 
-    # ---- the loop
-    import moe
-    bar = progress(t.max_iters, step, args.quiet, "pretrain")
+def train_sft(model, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss=None, save=None):
     first_loss, recent = None, collections.deque(maxlen=50)  # the last 50 steps' losses (since a resume)
     t_last, tok_since = time.time(), 0
     model.train()
-    while step < t.max_iters:
-        lr = lr_at(step, t)
+    for step in range(run.step, n_steps):
+        lr = lr_of(step)
         for g in opt.param_groups:
             g["lr"] = lr
         loss_sum = 0.0
-        for _ in range(t.grad_accum):
-            x, y = get_batch(train_ids, gen)
+        for micro in range(train_cfg.grad_accum):
+            x, y = batch_at(step, micro)
             with autocast:
                 _, loss = model(x, y)
-            (loss / t.grad_accum).backward()
-            loss_sum += loss.item() / t.grad_accum
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        moe.update_bias(model)  # DeepSeek-V3 §2.1.2: aux-loss-free balancing, once per optimizer step
-        step += 1
-        tok_since += t.batch_size * t.grad_accum * T
-        first_loss = first_loss if first_loss is not None else loss_sum
+            (loss / train_cfg.grad_accum).backward()
+            loss_sum += loss.item() / train_cfg.grad_accum
+            tok_since += int((y >= 0).sum())
+        norm = clip_and_step(model, opt, train_cfg.grad_clip)
+        done = step + 1
+        first_loss = loss_sum if first_loss is None else first_loss
         recent.append(loss_sum)
-        bar.update(1)
-        if step % t.log_every == 0 or step == t.max_iters:
-            dt = time.time() - t_last
-            row = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": float(norm), "tok_s": tok_since / dt}
+        run.bar.update(1)
+        if done % train_cfg.log_every == 0 or done == n_steps:
+            row = {"step": done, "loss": loss_sum, "lr": lr, "grad_norm": norm, "tok_s": tok_since / (time.time() - t_last)}
             row.update(moe.load_stats(model))
-            if step % t.eval_every == 0 or step == t.max_iters:
+            if heldout_loss is not None and (done % train_cfg.eval_every == 0 or done == n_steps):
                 row["heldout_loss"] = heldout_loss()
-            log_jsonl(os.path.join(out, "metrics.jsonl"), row)
-            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tok_s']:.0f}",
-                            **({"load": f"{row['moe.max_mean']:.2f}"} if "moe.max_mean" in row else {}))
+            run.log(row)
+            run.bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tok_s']:.0f}",
+                                **({"load": f"{row['moe.max_mean']:.2f}"} if "moe.max_mean" in row else {}))
             t_last, tok_since = time.time(), 0
-        if step % t.ckpt_every == 0 or step == t.max_iters:
-            save_checkpoint(ckpt_path, model, opt, step, cfgs, enc, {"gen": gen.get_state()})
-    bar.close()
+        if done % train_cfg.ckpt_every == 0 or done == n_steps:
+            save(done)
+    return {"first_loss": first_loss, "final_loss": recent[-1] if recent else None,
+            "final_loss_avg50": evaluate.mean(recent) if recent else None}
 
-    # ---- evaluation of the base model on the held-out set
-    res = full_eval(model, enc, cfgs)
-    res.update(heldout_loss=heldout_loss(), first_loss=first_loss, final_loss=loss_sum,
-               final_loss_avg50=mean(recent) if recent else None, preset=preset, argv=args.argv,
-               wall_s=time.time() - t_start)
-    res.update(moe.load_stats(model))
-    with open(os.path.join(out, "eval.json"), "w") as f:
-        json.dump(res, f, indent=1, ensure_ascii=False)
-    print(f"base model on {res['n']} held-out problems: accuracy {res['accuracy']:.1%}, "
-          f"format {res['format_rate']:.1%}, {res['mean_response_tokens']:.1f} response tokens; "
-          f"forced bare {res['accuracy_forced_bare']:.1%} vs forced chain {res['accuracy_forced_chain']:.1%}")
-    return model, enc, cfgs
+
+def corpus_batches(ids, train_cfg, block, device):
+    """Random windows of the token stream, a pure function of (step, micro)."""
+    def batch_at(step, micro):
+        g = torch.Generator().manual_seed(train_cfg.train_seed * 1_000_003 + step * 64 + micro)
+        ix = torch.randint(len(ids) - block - 1, (train_cfg.batch_size,), generator=g)
+        x = torch.stack([ids[i:i + block] for i in ix])
+        y = torch.stack([ids[i + 1:i + block + 1] for i in ix])
+        return x.to(device), y.to(device)
+    return batch_at
+
+
+def example_batches(examples, batch_size, seed, eot, device):
+    """(prompt ids, response ids) examples in a fresh order each epoch, right-padded; the loss
+    is taken on response tokens only (targets -1 on the prompt and the padding)."""
+    per_epoch = math.ceil(len(examples) / batch_size)
+
+    def batch_at(step, micro):
+        epoch, j = divmod(step, per_epoch)
+        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        chunk = [examples[i] for i in order[j * batch_size:(j + 1) * batch_size]]
+        L = max(len(p) + len(r) for p, r in chunk) - 1
+        x = torch.full((len(chunk), L), eot, dtype=torch.long)
+        y = torch.full((len(chunk), L), -1, dtype=torch.long)
+        for i, (p, r) in enumerate(chunk):
+            seq = torch.tensor(p + r)
+            x[i, :len(seq) - 1] = seq[:-1]
+            y[i, len(p) - 1:len(seq) - 1] = seq[len(p):]  # position t predicts token t + 1
+        return x.to(device), y.to(device)
+    return batch_at, per_epoch
+
+
+def heldout_loss_fn(model, enc, data_cfg, train_cfg, block, device, autocast):
+    """Mean loss over every token of a fixed set of held-out documents, in non-overlapping
+    windows (the same tokens for every run, so two runs' losses differ only by their models)."""
+    rng = data.random.Random(data_cfg.seed + 7)
+    docs = [data.make_document(rng, data_cfg, k, d, split="heldout") for k, d in data.parse_mix(data_cfg.rl_mix) for _ in range(64)]
+    ids = torch.tensor(data.encode_docs(enc, docs), dtype=torch.long)
+    n = (len(ids) - 1) // block
+    xs, ys = ids[:n * block].view(n, block), ids[1:n * block + 1].view(n, block)  # (n, T)
+
+    @torch.no_grad()
+    def heldout_loss():
+        model.eval()
+        total = 0.0
+        for i in range(0, n, train_cfg.batch_size):
+            with autocast:
+                _, loss = model(xs[i:i + train_cfg.batch_size].to(device), ys[i:i + train_cfg.batch_size].to(device))
+            total += loss.item() * len(xs[i:i + train_cfg.batch_size])
+        model.train()
+        return total / n
+    return heldout_loss
 
 
 # ----------------------------------------------------------------------------------------------
-# Stage: zero. R1-Zero (R1 paper §2.2): GRPO from the base model, accuracy + format rewards only.
+# The GRPO loop: zero, rl1, rl1_nolang, rl2. prompts_at(step, salt) -> the step's problems.
 
-def stage_zero(args, device, dtype):
-    import grpo
-    import rewards
-    out = os.path.join(args.out_dir, "zero")
-    os.makedirs(out, exist_ok=True)
-    base_path = os.path.join(args.out_dir, "pretrain", "ckpt.pt")
-    if not os.path.exists(base_path):
-        print(f"no base model at {base_path}: running --stage pretrain first")
-        pre = argparse.Namespace(**{**vars(args), "stage": "pretrain", "resume": False})
-        stage_pretrain(pre, device, dtype)
-    base = load_checkpoint(base_path)
-    ckpt_path = os.path.join(out, "ckpt.pt")
-    saved = load_checkpoint(ckpt_path) if args.resume and os.path.exists(ckpt_path) else None
-    # the model, data and tokenizer are the base's; RL settings come from flags and the preset
-    preset, cfgs = build_configs(args, device, {**base["configs"], **(saved["configs"] if saved else {})})
-    cfgs["model"] = GPTConfig(**base["configs"]["model"])
-    rc, enc = cfgs["rl"], base["enc"]
-    t_start = time.time()
-    print(f"stage zero, preset {preset}, out {out}: {rc.rl_steps} steps x {rc.prompts_per_step} prompts x G={rc.group_size}")
-    torch.manual_seed(rc.rl_seed)
-    model = build_model(cfgs, enc, device, resolve_fp8(args.fp8, device))
-    model.load_state_dict(base["model"])
-    ref = grpo.make_reference(model) if rc.beta > 0 else None
-    opt = make_optimizer(model, rc.rl_lr, cfgs["train"], device)
-    gen = torch.Generator().manual_seed(rc.rl_seed)
-    step, history = 0, []
-    if saved:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["gen"])
-        restore_rng(saved)
-        step, history = saved["step"], json.loads(saved["history"])
-        print(f"resuming from step {step}")
-    elif os.path.exists(os.path.join(out, "metrics.jsonl")):
-        os.remove(os.path.join(out, "metrics.jsonl"))
-
-    def score(texts, problems):
-        return rewards.score_batch(texts, [p.answer for p in problems], [p.lang for p in problems], stage="zero")
-
-    def prompts_for(k, salt=0):  # RL prompts: the RL split only, never the held-out one
-        return data.rl_problems(cfgs["data"], rc.prompts_per_step, seed=rc.rl_seed * 100_003 + k * 7 + salt)
-
-    # ---- the base model on the held-out set (its own eval.json, recomputed here for the table)
-    base_eval = os.path.join(args.out_dir, "pretrain", "eval.json")
-    before = json.loads(saved["before"]) if saved else None
-    if before is None and os.path.exists(base_eval):  # reuse the base's eval if it is of the same set
-        before = json.load(open(base_eval))
-        if before.get("heldout_set") != heldout_signature(cfgs):
-            before = None
-    before = before or full_eval(model, enc, cfgs)
-    print(f"base: held-out accuracy {before['accuracy']:.1%}, format {before['format_rate']:.1%}, "
-          f"{before['mean_response_tokens']:.1f} tokens")
-    bar = progress(rc.rl_steps, step, args.quiet, "zero")
-    while step < rc.rl_steps:
+def train_grpo(model, ref, opt, enc, prompts_at, score_fn, rl_cfg, n_steps, grad_clip, run, autocast, heldout_eval, save):
+    for step in range(run.step, n_steps):
         for g in opt.param_groups:
-            g["lr"] = rc.rl_lr * min(1.0, (step + 1) / max(1, rc.rl_warmup))
-        st = grpo.grpo_step(model, ref, opt, enc, prompts_for(step), rc, score, gen,
-                            refill=lambda n: prompts_for(step, salt=1)[:n])
-        step += 1
+            g["lr"] = lr_at(step, rl_cfg.rl_lr, rl_cfg.rl_warmup, n_steps, 1.0)
+        gen = torch.Generator().manual_seed(rl_cfg.rl_seed * 1_000_003 + step)  # the step's samples
+        with autocast:
+            st = grpo.grpo_step(model, ref, opt, enc, prompts_at(step), rl_cfg, score_fn, gen,
+                                refill=lambda n: prompts_at(step, salt=1)[:n], grad_clip=grad_clip)
+        done = step + 1
         example = st.pop("example")
-        row = {"step": step, **st}
-        if step % rc.rl_eval_every == 0 and step < rc.rl_steps:
-            ev, _ = evaluate(model, enc, data.heldout_problems(cfgs["data"]), cfgs["train"].eval_new_tokens)
-            row.update({f"heldout_{k}": v for k, v in ev.items() if k in ("accuracy", "format_rate", "mean_response_tokens")})
-        if rc.ref_sync_every and step % rc.ref_sync_every == 0 and ref is not None:
+        row = {"step": done, **st}
+        if done % rl_cfg.rl_eval_every == 0 and done < n_steps:
+            row.update({f"heldout_{k}": v for k, v in heldout_eval().items()})
+        if rl_cfg.ref_sync_every and ref is not None and done % rl_cfg.ref_sync_every == 0:
             ref.load_state_dict(model.state_dict())
-        history.append({k: row[k] for k in ("step", "reward", "accuracy", "format_rate", "response_tokens")})
-        log_jsonl(os.path.join(out, "metrics.jsonl"), row)
-        bar.update(1)
-        bar.set_postfix(r=f"{st['reward']:.2f}", acc=f"{st['accuracy']:.2f}", fmt=f"{st['format_rate']:.2f}",
-                        len=f"{st['response_tokens']:.0f}", kl=f"{st['kl']:.3f}", zv=f"{st['zero_var_frac']:.2f}",
-                        gen=f"{st['t_generate'] / st['step_s']:.0%}")
-        if step % rc.rl_ckpt_every == 0 or step == rc.rl_steps:
-            save_checkpoint(ckpt_path, model, opt, step, cfgs, enc,
-                            {"gen": gen.get_state(), "history": json.dumps(history), "before": json.dumps(before)})
-    bar.close()
-    print("example response:", repr(example[:300]))
-
-    # ---- after: held-out evaluation, the before/after table and the curves
-    after = full_eval(model, enc, cfgs)
-    first = history[0] if history else {}
-    after.update(base=before, wall_s=time.time() - t_start, first_step_response_tokens=first.get("response_tokens"),
-                 last_step_response_tokens=history[-1]["response_tokens"] if history else None)
-    with open(os.path.join(out, "eval.json"), "w") as f:
-        json.dump(after, f, indent=1, ensure_ascii=False)
-    print(f"\n{'held-out (' + str(after['n']) + ' problems)':<28}{'base':>10}{'zero':>10}")
-    for k in ("accuracy", "format_rate", "mean_response_tokens", "accuracy_forced_bare", "accuracy_forced_chain"):
-        fmt = "{:>10.1f}" if k == "mean_response_tokens" else "{:>10.1%}"
-        print(f"{k:<28}" + fmt.format(before[k]) + fmt.format(after[k]))
-    plot_curves(history, os.path.join(out, "curves.png"))
+        run.log(row)
+        run.bar.update(1)
+        run.bar.set_postfix(r=f"{st['reward']:.2f}", acc=f"{st['accuracy']:.2f}", fmt=f"{st['format_rate']:.2f}",
+                            lang=f"{st['lang']:.2f}", len=f"{st['response_tokens']:.0f}", kl=f"{st['kl']:.3f}",
+                            zv=f"{st['zero_var_frac']:.2f}")
+        if done % rl_cfg.rl_ckpt_every == 0 or done == n_steps:
+            save(done)
+    if run.step < n_steps:
+        print("example response:", repr(example[:300]))
 
 
-def sparkline(xs, width=60):
-    bars = "▁▂▃▄▅▆▇█"
-    xs = [xs[int(i * len(xs) / width)] for i in range(min(width, len(xs)))] if len(xs) > width else xs
-    lo, hi = min(xs), max(xs)
-    return "".join(bars[int((x - lo) / (hi - lo + 1e-12) * (len(bars) - 1))] for x in xs) + f"  [{lo:.2f} .. {hi:.2f}]"
+def rl_prompts(st, cfgs):
+    """The step's prompts: reasoning problems from the RL split (never the held-out one); the
+    all-scenario stage replaces a share general_frac of them with general tasks."""
+    data_cfg, rl_cfg = cfgs["data"], cfgs["rl"]
+    n_general = round(rl_cfg.prompts_per_step * rl_cfg.general_frac) if st.data == "all_scenario" else 0
+
+    def prompts_at(step, salt=0):
+        seed = rl_cfg.rl_seed * 100_003 + step * 7 + salt
+        return (data.rl_problems(data_cfg, rl_cfg.prompts_per_step - n_general, seed=seed) +
+                data.general_problems(data_cfg, n_general, seed=seed))
+    return prompts_at
 
 
-def plot_curves(history, path):
-    """curves.png with reward, accuracy and response length, or text sparklines without matplotlib."""
-    keys = ("reward", "accuracy", "format_rate", "response_tokens")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: curves as sparklines instead of curves.png")
-        for k in keys:
-            print(f"{k:>16} {sparkline([h[k] for h in history])}")
-        return
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
-    for ax, k in zip(axes, keys):
-        ax.plot([h["step"] for h in history], [h[k] for h in history])
-        ax.set_title(k)
-        ax.set_xlabel("GRPO step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    print(f"wrote {path}")
+def reward_fn(st, rl_cfg):
+    weights = rewards.RewardWeights(lang=rl_cfg.lang_weight, needless=-rl_cfg.needless_penalty)
+    return lambda texts, problems: evaluate.score(texts, problems, terms=st.rewards, weights=weights)
+
+
+def rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run):
+    """sft2's data (R1 §2.3.3): rl1's samples over a prompt set larger than rl1's, kept when
+    right, well formed and in one language, de-duplicated; plus general-task examples written
+    by the world. Kept samples go to rejection.jsonl (reused by --resume)."""
+    data_cfg, sft_cfg, rl_cfg = cfgs["data"], cfgs["sft"], cfgs["rl"]
+    path = os.path.join(run.dir, "rejection.jsonl")
+    if run.saved and os.path.exists(path):
+        rows = [json.loads(line) for line in open(path)]
+        kept, stats = [(r["prompt"], r["response"]) for r in rows[1:]], rows[0]
+    else:
+        rl1 = load_checkpoint(os.path.join(args.out_dir, "rl1", "ckpt.pt"))
+        teacher = build_model(GPTConfig(**rl1["configs"]["model"]), device, fp8_recipe, rl1["model"])
+        problems = data.rl_problems(data_cfg, sft_cfg.rs_prompts, seed=data_cfg.seed + 13)
+        print(f"rejection sampling: {sft_cfg.rs_prompts} prompts x {sft_cfg.rs_samples} samples from rl1 "
+              f"(rl1 saw {rl_cfg.rl1_steps * rl_cfg.prompts_per_step} prompts)")
+        with autocast:
+            kept, stats = grpo.rejection_sample(teacher, enc, problems, sft_cfg.rs_samples, rl_cfg.max_new_tokens,
+                                                sft_cfg.rs_temperature, reward_fn(STAGES["rl1"], rl_cfg),
+                                                torch.Generator().manual_seed(data_cfg.seed + 13))
+        kept = [(p.prompt, text) for p, text in kept]
+        with open(path + ".tmp", "w") as f:
+            for row in [stats] + [{"prompt": p, "response": r} for p, r in kept]:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(path + ".tmp", path)
+    general = data.general_problems(data_cfg, sft_cfg.n_general_sft, seed=data_cfg.seed + 17, split="corpus")
+    stats = {**stats, "general": len(general)}
+    print(f"rejection sampling kept {stats['kept']} of {stats['drawn']} (dropped: {stats['dropped']}); "
+          f"+ {len(general)} general-task examples")
+    return kept + [(p.prompt, data.general_response(p)) for p in general], stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a stage, and the pipelines
+
+def stage_dir(args, name):
+    return os.path.join(args.out_dir, name)
+
+
+def read_eval(args, name):
+    path = os.path.join(stage_dir(args, name), "eval.json")
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def start_from(st, args, cfgs, device, fp8_recipe):
+    """The model and tokenizer a stage starts from: its init stage's checkpoint (sft2 and sft1
+    restart from the base, R1 §2.3.3)."""
+    init = load_checkpoint(os.path.join(stage_dir(args, st.init), "ckpt.pt"))
+    cfgs["model"] = GPTConfig(**init["configs"]["model"])
+    return build_model(cfgs["model"], device, fp8_recipe, init["model"]), init["enc"]
+
+
+def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
+    st, t_start = STAGES[name], time.time()
+    train_cfg, data_cfg, sft_cfg, rl_cfg = cfgs["train"], cfgs["data"], cfgs["sft"], cfgs["rl"]
+    print(f"\n=== stage {name}: {st.what}\npreset {preset}, out {stage_dir(args, name)}")
+    run = Run(args.out_dir, name, settings, args.resume, args.quiet)
+    torch.manual_seed(train_cfg.train_seed)
+    extra = {}
+
+    # ---- the model and tokenizer it starts from
+    if st.init is None:
+        t0 = time.time()
+        corpus = data.build_corpus(data_cfg)
+        enc = run.saved["enc"] if run.saved else data.build_tokenizer(data_cfg, corpus)
+        train_ids = torch.tensor(data.encode_docs(enc, corpus), dtype=torch.long)
+        print(f"data: {len(corpus)} docs, {len(train_ids):,} tokens, vocab {enc.n_vocab} ({time.time() - t0:.1f}s)")
+        cfgs["model"].vocab_size = enc.n_vocab
+        model = build_model(cfgs["model"], device, fp8_recipe)
+    else:
+        model, enc = start_from(st, args, cfgs, device, fp8_recipe)
+    model_cfg = cfgs["model"]
+    print(f"model: {model_cfg.n_layer} layers, d={model_cfg.n_embd}, {model.n_params() / 1e6:.2f}M params "
+          f"({model.n_params(active=True) / 1e6:.2f}M active), fp8 {fp8_recipe}"
+          + (f", from {st.init}" if st.init else ""))
+
+    # ---- its data, step count and optimizer
+    lr = rl_cfg.rl_lr if st.loop == "grpo" else train_cfg.lr if st.init is None else sft_cfg.sft_lr
+    opt = make_optimizer(model, lr, train_cfg, device)
+    if st.loop == "sft" and st.init is None:
+        batch_at, n_steps = corpus_batches(train_ids, train_cfg, model_cfg.block_size, device), train_cfg.max_iters
+        lr_of = lambda s: lr_at(s, train_cfg.lr, train_cfg.warmup_iters, n_steps, train_cfg.min_lr_frac)
+        heldout_loss = heldout_loss_fn(model, enc, data_cfg, train_cfg, model_cfg.block_size, device, autocast)
+    elif st.loop == "sft":
+        if st.data == "cold_start":
+            pairs = [(p.prompt, r) for p, r in data.cold_start_set(data_cfg, sft_cfg.n_cold_start, seed=data_cfg.seed + 11)]
+        else:
+            pairs, extra["rejection"] = rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run)
+        batch_at, per_epoch = example_batches(data.encode_sft(enc, pairs), sft_cfg.sft_batch_size, train_cfg.train_seed,
+                                              enc.eot_token, device)
+        epochs = getattr(sft_cfg, st.own[0])
+        n_steps, heldout_loss = per_epoch * epochs, None
+        lr_of = lambda s: lr_at(s, sft_cfg.sft_lr, sft_cfg.sft_warmup, n_steps, train_cfg.min_lr_frac)
+        print(f"{len(pairs)} examples, {epochs} epochs, {n_steps} steps of {sft_cfg.sft_batch_size}")
+    else:
+        n_steps = getattr(rl_cfg, st.own[0])
+        ref = grpo.make_reference(model) if rl_cfg.beta > 0 else None
+        print(f"{n_steps} steps x {rl_cfg.prompts_per_step} prompts x G={rl_cfg.group_size}, rewards: {' + '.join(st.rewards)}")
+    if run.saved:
+        model.load_state_dict(run.saved["model"])
+        opt.load_state_dict(run.saved["optimizer"])
+    save = lambda step: run.save(model, opt, step, cfgs, enc)
+    run.progress(n_steps)
+
+    # ---- the loop
+    if st.loop == "sft":
+        extra.update(train_sft(model, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss, save))
+        if heldout_loss is not None:
+            extra["heldout_loss"] = heldout_loss()
+    else:
+        problems = data.heldout_problems(data_cfg)
+
+        def heldout_eval():
+            with autocast:
+                texts, ntoks = evaluate.respond(model, enc, problems, train_cfg.eval_new_tokens)
+            res = evaluate.reasoning_summary(problems, texts, ntoks)
+            return {k: res[k] for k in ("accuracy", "format_rate", "lang_consistency", "mean_response_tokens")}
+        train_grpo(model, ref, opt, enc, rl_prompts(st, cfgs), reward_fn(st, rl_cfg), rl_cfg, n_steps, train_cfg.grad_clip, run,
+                   autocast, heldout_eval, save)
+        rows = evaluate.read_metrics(run.dir)
+        extra.update(first_step_response_tokens=rows[0]["response_tokens"], last_step_response_tokens=rows[-1]["response_tokens"])
+
+    # ---- held-out evaluation: eval.json, written last
+    res = evaluate.full_eval(model, enc, cfgs, probes=name in PROBED, autocast=autocast)
+    res.update(extra, stage=name, init=st.init, preset=preset, argv=args.argv, wall_s=time.time() - t_start,
+               **moe.load_stats(model))
+    run.finish(res)
+    evaluate.print_table(res, name, read_eval(args, st.init) if st.init else {}, st.init)
+
+
+def ensure(name, args, device, autocast, hashes, forced):
+    """Make `name` done with the current settings: its inputs first (recursively), then itself
+    unless its eval.json already carries these settings. Returns its settings hash."""
+    if name in hashes:
+        return hashes[name]
+    st = STAGES[name]
+    inputs = [d for d in (st.init, *st.needs) if d]
+    for dep in inputs:
+        ensure(dep, args, device, autocast, hashes, forced)
+    preset, cfgs = build_configs(args, device, name)
+    fp8_recipe = resolve_fp8(args.fp8, device)
+    settings = settings_hash(name, cfgs, fp8_recipe, {d: hashes[d] for d in inputs})
+    done = read_eval(args, name).get("settings") == settings and os.path.exists(
+        os.path.join(stage_dir(args, name), "ckpt.pt"))
+    if done and name not in forced:
+        print(f"stage {name}: already done with these settings ({stage_dir(args, name)}), skipped; --force redoes it")
+    else:
+        run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe)
+    hashes[name] = settings
+    return settings
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device, dtype = pick_device(args.device)
-    if args.stage == "pretrain":
-        stage_pretrain(args, device, dtype)
-    elif args.stage == "zero":
-        stage_zero(args, device, dtype)
+    device, autocast = pick_device(args.device)
+    names = PIPELINES.get(args.stage, (args.stage,))
+    hashes = {}
+    for name in names:
+        ensure(name, args, device, autocast, hashes, set(names) if args.force else set())
+    if args.stage in PIPELINES:
+        print("wrote", evaluate.write_report(args.out_dir))
 
 
 if __name__ == "__main__":

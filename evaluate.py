@@ -1,0 +1,241 @@
+"""
+Evaluation of a stage on the held-out sets, and the pipeline's report.
+
+    python evaluate.py --out_dir out     # rebuild out/report.md from the stages' eval.json files
+
+Every stage ends with `full_eval`: greedy responses to the held-out reasoning problems (never
+trained on by any stage) and to the held-out general tasks, scored with the rule rewards, give
+one eval.json of the same schema for every stage:
+  accuracy, format_rate, lang_consistency (+ _zh, _en), accuracy_zh / _en, mean_response_tokens,
+  n (distinct problems), accuracy_<kind><difficulty>; accuracy_general, format_rate_general,
+  needless_chain_rate (a chain of thought where none is needed), n_general.
+With probes=True (the base and zero) it adds what explains their behaviour, by forcing the
+opening of the <think> block: accuracy_forced_bare / _forced_chain (the reasoning gap: does a
+chain pay?), and on Chinese prompts zh_accuracy_chain_zh / _chain_en (does an English chain pay
+more than a Chinese one? that gap is what pulls R1-Zero into English, and the price the
+language reward pays, R1 §2.3.2).
+
+report.md is built from the eval.json files alone, so it can be rebuilt without training.
+"""
+import argparse
+import json
+import os
+
+import torch
+
+import data
+import rewards
+
+MATH_TERMS = ("accuracy", "format")
+
+
+def mean(xs):
+    xs = list(xs)
+    return sum(xs) / max(1, len(xs))
+
+
+@torch.no_grad()
+def respond(model, enc, problems, max_new_tokens, prefix="", batch=100):
+    """Greedy responses (optionally forced to begin with `prefix`, one per problem or one for
+    all). Returns the texts (prefix included) and their token counts."""
+    prefixes = prefix if isinstance(prefix, list) else [prefix] * len(problems)
+    was_training = model.training
+    model.eval()
+    texts, ntoks = [], []
+    for i in range(0, len(problems), batch):
+        chunk, pre = problems[i:i + batch], prefixes[i:i + batch]
+        outs = model.generate([enc.encode_ordinary(p.prompt + x) for p, x in zip(chunk, pre)],
+                              max_new_tokens, enc.eot_token, temperature=0)
+        for o, x in zip(outs, pre):
+            ntoks.append(len(o))
+            texts.append(x + enc.decode([t for t in o if t != enc.eot_token]))
+    model.train(was_training)
+    return texts, ntoks
+
+
+def score(texts, problems, terms=MATH_TERMS, weights=None):
+    """The rule rewards of responses to `problems` (reasoning or general, any mix)."""
+    return rewards.score_batch(texts, [p.answer for p in problems], [p.lang for p in problems], terms=terms,
+                               weights=weights, kinds=[p.kind for p in problems])
+
+
+def reasoning_summary(problems, texts, ntoks):
+    s = score(texts, problems)
+    res = {"accuracy": mean(s["accuracy"]), "format_rate": mean(s["format"]),
+           "lang_consistency": mean(s["lang"]), "mean_response_tokens": mean(ntoks), "n": len(problems)}
+    for lang in ("zh", "en"):
+        rows = [i for i, p in enumerate(problems) if p.lang == lang]
+        res[f"lang_consistency_{lang}"] = mean(s["lang"][i] for i in rows)
+        res[f"accuracy_{lang}"] = mean(s["accuracy"][i] for i in rows)
+    for kind in sorted({(p.kind, p.difficulty) for p in problems}):
+        res[f"accuracy_{kind[0]}{kind[1]}"] = mean(a for a, p in zip(s["accuracy"], problems)
+                                                   if (p.kind, p.difficulty) == kind)
+    return res
+
+
+def full_eval(model, enc, cfgs, probes=False, autocast=None):
+    """The eval.json fields of a stage (see the module docstring) plus two example responses
+    per language."""
+    dc, budget = cfgs["data"], cfgs["train"].eval_new_tokens
+    problems, general = data.heldout_problems(dc), data.heldout_general(dc)
+    with autocast or torch.autocast("cpu", enabled=False):
+        texts, ntoks = respond(model, enc, problems, budget)
+        res = reasoning_summary(problems, texts, ntoks)
+        g_texts, _ = respond(model, enc, general, budget)
+        g = score(g_texts, general)
+        res.update(accuracy_general=mean(g["accuracy"]), format_rate_general=mean(g["format"]),
+                   needless_chain_rate=mean(map(rewards.needless_chain, g_texts)), n_general=len(general))
+        for kind in data.GENERAL_KINDS:
+            res[f"accuracy_general_{kind}"] = mean(a for a, p in zip(g["accuracy"], general) if p.kind == kind)
+        if probes:
+            res.update(forced_openings(model, enc, problems, budget))
+    res["heldout_set"] = heldout_signature(cfgs)
+    res["examples"] = [{"prompt": p.question, "lang": p.lang, "kind": p.kind, "answer": p.answer, "response": t}
+                       for lang in ("en", "zh") for p, t in
+                       [next((p, t) for p, t in zip(problems, texts) if p.lang == lang)]]
+    res["examples"] += [{"prompt": p.question, "lang": p.lang, "kind": p.kind, "answer": p.answer, "response": t}
+                        for p, t in zip(general[:2], g_texts[:2])]
+    return res
+
+
+def forced_openings(model, enc, problems, budget):
+    """Accuracy when the <think> block is forced to open bare or with a chain (in the prompt's
+    language), and on Chinese prompts with a chain opened in Chinese against English."""
+    def acc(probs, openers):
+        texts, _ = respond(model, enc, probs, budget, prefix=[" <think> " + openers[p.lang] for p in probs])
+        return mean(score(texts, probs)["accuracy"])
+    zh = [p for p in problems if p.lang == "zh"]
+    return {"accuracy_forced_bare": acc(problems, data.BARE_OPENER),
+            "accuracy_forced_chain": acc(problems, data.CHAIN_OPENER),
+            "zh_accuracy_chain_zh": acc(zh, data.CHAIN_OPENER),
+            "zh_accuracy_chain_en": acc(zh, {"zh": data.CHAIN_OPENER["en"]}), "n_zh": len(zh)}
+
+
+def heldout_signature(cfgs):
+    """What defines the held-out sets and their evaluation: evals are comparable iff equal."""
+    d = cfgs["data"]
+    return (f"seed={d.seed} n={d.n_heldout} n_general={d.n_heldout_general} mix={d.rl_mix} "
+            f"p_zh={d.rl_p_zh} new_tokens={cfgs['train'].eval_new_tokens}")
+
+
+TABLE_KEYS = ("accuracy", "format_rate", "lang_consistency_zh", "lang_consistency_en", "mean_response_tokens",
+              "accuracy_general", "needless_chain_rate", "accuracy_forced_bare", "accuracy_forced_chain")
+
+
+def print_table(res, name, before, before_name):
+    """A stage's held-out figures beside those of the stage it started from."""
+    cols = [(before_name, before)] * bool(before) + [(name, res)]
+    title = f"held-out ({res['n']} + {res['n_general']} general)"
+    print(f"\n{title:<32}" + "".join(f"{c:>12}" for c, _ in cols))
+    for k in TABLE_KEYS:
+        if k in res:
+            fmt = "{:>12.1f}" if k == "mean_response_tokens" else "{:>12.1%}"
+            print(f"{k:<32}" + "".join(fmt.format(ev[k]) if ev.get(k) is not None else f"{'–':>12}" for _, ev in cols))
+
+
+# ----------------------------------------------------------------------------------------------
+# Curves and the report
+
+CURVE_KEYS = ("reward", "accuracy", "lang", "response_tokens")
+
+
+def sparkline(xs, width=60):
+    bars = "▁▂▃▄▅▆▇█"
+    xs = [xs[int(i * len(xs) / width)] for i in range(width)] if len(xs) > width else xs
+    lo, hi = min(xs), max(xs)
+    return "".join(bars[int((x - lo) / (hi - lo + 1e-12) * (len(bars) - 1))] for x in xs) + f"  [{lo:.2f} .. {hi:.2f}]"
+
+
+def read_metrics(stage_dir):
+    path = os.path.join(stage_dir, "metrics.jsonl")
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def plot_curves(stage_dir, keys=CURVE_KEYS):
+    """curves.png of a GRPO stage's metrics.jsonl; without matplotlib (an optional extra) the
+    curves are returned as text sparklines instead. Returns the lines for the report."""
+    rows = [r for r in read_metrics(stage_dir) if "reward" in r]
+    if not rows:
+        return []
+    try:
+        import matplotlib  # optional extra: imported here so the project runs without it
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [f"    {k:>16} {sparkline([r[k] for r in rows])}" for k in keys]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+    for ax, k in zip(axes, keys):
+        ax.plot([r["step"] for r in rows], [r[k] for r in rows])
+        ax.set_title(k)
+        ax.set_xlabel("GRPO step")
+    fig.tight_layout()
+    fig.savefig(os.path.join(stage_dir, "curves.png"), dpi=100)
+    plt.close(fig)
+    return [f"![{os.path.basename(stage_dir)} curves]({os.path.basename(stage_dir)}/curves.png)"]
+
+
+REPORT_ROWS = (("pretrain", "base"), ("zero", "zero (R1-Zero)"), ("sft1", "sft1 (cold start)"),
+               ("rl1", "rl1 (reasoning RL)"), ("rl1_nolang", "rl1 without the language reward"),
+               ("sft2", "sft2 (rejection sampling + general)"), ("rl2", "rl2 (all scenarios)"))
+COLUMNS = (("accuracy", "reasoning acc", "pct"), ("format_rate", "format", "pct"),
+           ("lang_consistency_zh", "lang zh", "frac"), ("lang_consistency_en", "lang en", "frac"),
+           ("mean_response_tokens", "tokens", "num"), ("accuracy_general", "general acc", "pct"),
+           ("needless_chain_rate", "needless chain", "pct"), ("wall_s", "wall", "min"))
+
+
+def cell(value, fmt):
+    if value is None:
+        return "–"
+    return {"pct": f"{value:.1%}", "frac": f"{value:.3f}", "num": f"{value:.1f}", "min": f"{value / 60:.1f} min"}[fmt]
+
+
+def write_report(out_dir):
+    """out_dir/report.md from the stages' eval.json files: one row per finished stage, the RL
+    curves, two sample responses per stage. Refuses stages evaluated on different sets."""
+    evals = {}
+    for stage, _ in REPORT_ROWS:
+        path = os.path.join(out_dir, stage, "eval.json")
+        if os.path.exists(path):
+            evals[stage] = json.load(open(path))
+    if not evals:
+        raise FileNotFoundError(f"no eval.json under {out_dir}: nothing to report")
+    sets = {ev["heldout_set"] for ev in evals.values()}
+    if len(sets) > 1:
+        raise ValueError(f"the stages under {out_dir} were evaluated on different held-out sets: {sorted(sets)}")
+    n = next(iter(evals.values()))
+    lines = ["# nanoR1 report", "",
+             f"Held-out: {n['n']} reasoning problems, {n['n_general']} general tasks ({sets.pop()}); greedy decoding.", "",
+             "| stage | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for stage, label in REPORT_ROWS:
+        if stage in evals:
+            lines.append(f"| {label} | " + " | ".join(cell(evals[stage].get(k), f) for k, _, f in COLUMNS) + " |")
+    base = evals.get("pretrain", {})
+    if "zh_accuracy_chain_en" in base:
+        lines += ["", f"The base on {base['n_zh']} Chinese prompts, its chain forced to open in Chinese: "
+                      f"{base['zh_accuracy_chain_zh']:.1%}; in English: {base['zh_accuracy_chain_en']:.1%}. "
+                      f"Forced bare: {base['accuracy_forced_bare']:.1%}; forced chain: {base['accuracy_forced_chain']:.1%}."]
+    if "rejection" in evals.get("sft2", {}):
+        rs = evals["sft2"]["rejection"]
+        lines += ["", f"sft2's rejection sampling: {rs['drawn']} samples drawn from rl1 over {rs['prompts']} prompts, "
+                      f"{rs['kept']} kept; dropped: " + ", ".join(f"{k} {v}" for k, v in rs["dropped"].items()) +
+                      f"; plus {rs['general']} general-task examples."]
+    for stage, label in REPORT_ROWS:
+        if stage not in evals:
+            continue
+        lines += ["", f"## {label}", ""]
+        curves = plot_curves(os.path.join(out_dir, stage))
+        if curves:
+            lines += ["Curves over GRPO steps (sampled completions):", "", *curves, ""]
+        for ex in evals[stage]["examples"][:2]:
+            lines += [f"- [{ex['lang']}] {ex['prompt']} (gold {ex['answer']})", f"  `{ex['response'].strip()}`"]
+    path = os.path.join(out_dir, "report.md")
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description="rebuild report.md from the stages' eval.json files")
+    p.add_argument("--out_dir", default="out")
+    print("wrote", write_report(p.parse_args().out_dir))

@@ -1,0 +1,212 @@
+"""
+Tests of data.py: the toy world (problems, splits, corpus, general tasks, cold start) and the
+tokenizer. References: exact arithmetic, the writers' inverse readers, hand-written answers.
+
+    python -m pytest test_data.py -q
+"""
+import base64
+import random
+from fractions import Fraction
+
+import pytest
+
+import data
+
+
+@pytest.fixture(scope="module")
+def small_world():
+    cfg = data.DataConfig(n_docs=1500, bpe_docs=300, vocab_size=512, n_heldout=100)
+    corpus = data.build_corpus(cfg)
+    return cfg, corpus, data.build_tokenizer(cfg, corpus)
+
+
+def test_same_seed_same_corpus():
+    a = data.build_corpus(data.DataConfig(n_docs=300, seed=5))
+    b = data.build_corpus(data.DataConfig(n_docs=300, seed=5))
+    c = data.build_corpus(data.DataConfig(n_docs=300, seed=6))
+    assert a == b and a != c
+
+
+def test_heldout_never_in_training_data(small_world):
+    cfg, corpus, _ = small_world
+    text = "\n".join(corpus)
+    held = data.heldout_problems(cfg)
+    rl = data.rl_problems(cfg, 300, seed=3)
+    assert {p.key for p in held}.isdisjoint({p.key for p in rl})
+    for p in held:  # the question, in either language, never occurs in the pretraining corpus
+        assert p.question not in text, p.question
+        assert data.split_of(p.kind, p.key) == "heldout"
+    # both phrasings of every held-out problem are absent too (the key decides, not the language)
+    for p in held[:50]:
+        other = data.make_problem(random.Random(1), p.kind, p.difficulty, "zh" if p.lang == "en" else "en", "heldout")
+        assert other.question not in text
+    cold = data.cold_start_set(cfg, 200, seed=4)
+    assert {p.key for p, _ in cold}.isdisjoint({p.key for p in held} | {p.key for p in rl})
+
+
+def test_heldout_sets_are_distinct_and_balanced(small_world):
+    cfg, corpus, _ = small_world
+    held, general = data.heldout_problems(cfg), data.heldout_general(data.DataConfig(n_heldout_general=100))
+    assert len(held) == cfg.n_heldout == len({(p.kind, p.key) for p in held})
+    assert len(general) == 100 == len({(p.kind, p.key) for p in general})
+    assert 0.35 < sum(p.lang == "zh" for p in held) / len(held) < 0.65  # rl_p_zh = 0.5
+    assert {p.kind for p in general} == set(data.GENERAL_KINDS)
+    assert all(data.split_of(p.kind, p.key) == "heldout" for p in general)
+    text = "\n".join(corpus)
+    assert all(p.question not in text for p in general)
+    with pytest.raises(RuntimeError, match="distinct"):  # arith:1 has ~70 held-out keys
+        data.rl_problems(data.DataConfig(rl_mix="arith:1"), 500, seed=0, split="heldout", distinct=True)
+
+
+def test_problem_answers_are_right():
+    """The solution writers' gold answers agree with exact arithmetic (sympy-free reference)."""
+    assert (data.poly_str(1, -1, 0), data.poly_str(2, 0, -4), data.poly_str(-1, 1, 1)) == ("x^2 - x", "2x^2 - 4", "-x^2 + x + 1")
+    rng = random.Random(0)
+    for _ in range(200):
+        key, q, _, steps, ans = data.gen_arith(rng, rng.randint(1, 3))
+        assert int(ans) == key[0] * key[1] and ans in steps[-1][0]
+        (a, b, c), _, _, steps, ans = data.gen_linear(rng, rng.randint(1, 3))
+        assert Fraction(int(ans.split("=")[1]) * a + b) == c
+        (op, a, b, c, e), _, _, steps, ans = data.gen_frac(rng, rng.randint(1, 2))
+        assert Fraction(ans) == Fraction(a, b) + (1 if op == "+" else -1) * Fraction(c, e)
+        (c, a, b), _, _, steps, ans = data.gen_poly(rng, rng.randint(1, 2))
+        assert ans == data.poly_str(c, c * b + a, a * b)  # (cx + a)(x + b) = cx^2 + (cb + a)x + ab
+
+
+def test_template_chains_on_chinese_prompts_are_mostly_english():
+    """The cause of zero's language mixing lies in the corpus: R1-template chains on Chinese
+    prompts are English at the configured rate, and never on English prompts."""
+    docs = data.build_corpus(data.DataConfig(n_docs=6000, seed=3))
+    zh = [d for d in docs if "助手： <think>" in d]  # tagged responses to the Chinese template
+    en = [d for d in docs if "Assistant: <think>" in d]
+    zh_chains = [d for d in zh if data.BARE_OPENER["zh"] not in d]
+    share_en = sum(data.CHAIN_OPENER["en"] in d for d in zh_chains) / len(zh_chains)
+    assert 0.7 < share_en < 0.9  # p_template_en_on_zh = 0.8
+    assert not any(data.CHAIN_OPENER["zh"] in d for d in en)
+    none = data.build_corpus(data.DataConfig(n_docs=3000, seed=3, p_template_en_on_zh=0.0))
+    assert not any(d.startswith(data.ZERO_TEMPLATE["zh"][:8]) and data.CHAIN_OPENER["en"] in d for d in none)
+
+
+# ----------------------------------------------------------------------------------------------
+# general tasks
+
+def test_number_writers_by_hand():
+    cases = {1: ("one", "一"), 10: ("ten", "十"), 15: ("fifteen", "十五"), 20: ("twenty", "二十"),
+             47: ("forty-seven", "四十七"), 100: ("one hundred", "一百"), 110: ("one hundred ten", "一百一十"),
+             115: ("one hundred fifteen", "一百一十五"), 200: ("two hundred", "二百"),
+             305: ("three hundred five", "三百零五"), 340: ("three hundred forty", "三百四十"),
+             999: ("nine hundred ninety-nine", "九百九十九")}
+    for n, (en, zh) in cases.items():
+        assert (data.words_en(n), data.words_zh(n)) == (en, zh)
+
+
+def test_readers_invert_the_writers():
+    for n in range(1, 1000):
+        assert data.read_words_en(data.words_en(n)) == n
+        assert data.read_words_zh(data.words_zh(n)) == n
+
+
+@pytest.mark.parametrize("text,n", [("Three Hundred and Forty-Seven", 347), ("three hundred forty seven", 347),
+                                    ("THREE-HUNDRED FORTY-SEVEN", 347), ("  forty-seven ", 47), ("ten", 10),
+                                    ("one hundred and five", 105)])
+def test_english_reader_accepts_every_spelling(text, n):
+    assert data.read_words_en(text) == n
+
+
+@pytest.mark.parametrize("text", ["three hundred seven forty", "forty-seven hundred", "347", "fortyseven",
+                                  "three hundred forty-seven hundred", "seventeen two", "twenty ten", "and",
+                                  "hundred", "three hundred and", "zero", "one hundred zero", "ten hundred",
+                                  "", "one two", "twenty-one-two", "eleventy", "three hundred and and five"])
+def test_english_reader_rejects_near_misses(text):
+    assert data.read_words_en(text) is None
+
+
+@pytest.mark.parametrize("text,n", [("三百四十七", 347), ("叁佰肆拾柒", 347), ("两百", 200), ("二百", 200),
+                                    ("一十五", 15), ("十五", 15), ("三百零七", 307), ("一百一十五", 115), ("十", 10)])
+def test_chinese_reader_accepts_every_form(text, n):
+    assert data.read_words_zh(text) == n
+
+
+@pytest.mark.parametrize("text", ["三四七", "三百七", "一百十五", "两十", "零", "三百零", "347", "三百四十七十",
+                                  "二十零", "三百零十", "十十", "百", "三千", "", "两", "三百零零七", "四十两"])
+def test_chinese_reader_rejects_near_misses(text):
+    assert data.read_words_zh(text) is None
+
+
+def test_general_check():
+    assert data.general_correct("words", "en", "Three hundred and forty-seven.", "three hundred forty-seven")
+    assert not data.general_correct("words", "en", "three hundred forty-six", "three hundred forty-seven")
+    assert not data.general_correct("words", "en", "347", "three hundred forty-seven")
+    assert data.general_correct("words", "zh", "三百零七。", "三百零七")
+    assert not data.general_correct("words", "zh", "three hundred seven", "三百零七")  # the prompt's language
+    assert data.general_correct("compare", "en", " 374 ", "374")
+    assert not data.general_correct("compare", "en", "347", "374")
+    assert not data.general_correct("compare", "en", "374 or 347", "374")
+    assert not data.general_correct("words", "en", "one " * 100, "one")
+
+
+def test_general_tasks_by_construction():
+    rng = random.Random(0)
+    for _ in range(300):
+        for lang in ("en", "zh"):
+            w = data.make_general(rng, "words", lang, "rl")
+            n = w.key[0]
+            assert w.answer == (data.words_en(n) if lang == "en" else data.words_zh(n)) and str(n) in w.question
+            c = data.make_general(rng, "compare", lang, "rl")
+            assert int(c.answer) == max(c.key) and c.key[0] != c.key[1]
+            assert data.general_correct(c.kind, lang, c.answer, c.answer)
+    resp = data.general_response(w)
+    assert resp == f" <think> {data.GENERAL_THINK[w.lang]} </think> <answer> {w.answer} </answer>"
+
+
+# ----------------------------------------------------------------------------------------------
+# cold start
+
+def test_cold_start_is_clean_and_single_language():
+    import rewards
+    cfg = data.DataConfig()
+    pairs = data.cold_start_set(cfg, 60, seed=1)
+    assert sum(p.lang == "zh" for p, _ in pairs) == 30
+    texts = [r for _, r in pairs]
+    s = rewards.score_batch(texts, [p.answer for p, _ in pairs], [p.lang for p, _ in pairs],
+                            terms=("accuracy", "format", "lang"))
+    assert s["accuracy"] == [1.0] * 60 and s["format"] == [1.0] * 60 and s["lang"] == [1.0] * 60
+    for (p, r) in pairs:
+        assert data.CHAIN_OPENER[p.lang] in r and data.SUMMARY[p.lang].format(p.answer) in r
+
+
+def test_encode_sft_appends_eot(small_world):
+    _, _, enc = small_world
+    [(p, r)] = data.encode_sft(enc, [("Q: 1+1?", " <answer> 2 </answer>")])
+    assert enc.decode(p) == "Q: 1+1?" and r[-1] == enc.eot_token and enc.decode(r[:-1]) == " <answer> 2 </answer>"
+
+
+# ----------------------------------------------------------------------------------------------
+# the tokenizer
+
+def test_tokenizer_roundtrip(small_world):
+    _, _, enc = small_world
+    samples = ["Compute 347 * 6.", "计算 347 * 6。所以结果是 -5/12。", "<think> x </think> <answer> 2082 </answer>",
+               "  leading and trailing  \n\n\t", "emoji 🙂 and ünïcödé", "１２３ full-width", "", "a<|endoftext|>b"]
+    rng = random.Random(0)
+    chars = [c for c in map(chr, range(0x80, 0x10FFF)) if not 0xD800 <= ord(c) <= 0xDFFF]  # no lone surrogates
+    samples += ["".join(rng.choice([chr(rng.randint(32, 126)), chr(rng.randint(0x4E00, 0x9FFF)), rng.choice(chars)])
+                        for _ in range(rng.randint(1, 40))) for _ in range(200)]
+    for s in samples:
+        assert enc.decode(enc.encode_ordinary(s)) == s
+    ids = enc.encode("a<|endoftext|>b", allowed_special="all")
+    assert enc.eot_token in ids and enc.decode(ids) == "a<|endoftext|>b"
+    for tok in enc.encode_ordinary("12345 + 67890 = 80235"):  # digits are one per token
+        assert sum(ch.isdigit() for ch in enc.decode([tok])) <= 1
+
+
+def test_tokenizer_rank_file(small_world, tmp_path):
+    _, _, enc = small_world
+    path = tmp_path / "tok.tiktoken"
+    data.save_tokenizer(enc, str(path))
+    lines = path.read_text().splitlines()
+    tok, rank = lines[300].split()
+    assert int(rank) == 300 and enc._mergeable_ranks[base64.b64decode(tok)] == 300
+    enc2 = data.load_tokenizer(str(path))
+    s = "题目：计算 1/4 + 2/3。 Expand (x + 3)(x - 5)."
+    assert enc2.encode_ordinary(s) == enc.encode_ordinary(s) and enc2.eot_token == enc.eot_token
