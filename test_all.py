@@ -30,7 +30,6 @@ from model import GPT, GPTConfig
 # this file's own helpers keep their names.
 from tests_fp8 import *  # noqa: E402,F401,F403
 from tests_moe import *  # noqa: E402,F401,F403
-from tests_rewards import *  # noqa: E402,F401,F403
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
