@@ -263,7 +263,7 @@ def build_corpus(cfg):
 
 def rl_problems(cfg, n, seed, split="rl"):
     """n problems from the RL distribution (rl_mix), drawn from `split`."""
-    from rewards import validate_gold  # gold answers are parsed once, when a set is built
+    from verify import validate_gold  # gold answers are parsed once, when a set is built
     rng, mix = random.Random(seed), parse_mix(cfg.rl_mix)
     problems = [make_problem(rng, *rng.choice(mix), "zh" if rng.random() < cfg.p_zh else "en", split)
                 for _ in range(n)]

@@ -1,7 +1,7 @@
 """
 The nanoR1 test suite: CPU only, a few minutes on 2 cores.
 
-    python -m pytest test_all.py -q
+    python -m pytest -q    # this file, test_verify.py and test_rewards.py
 
 Every test compares against something independent of the code under test: a per-token MoE loop
 in fp64, an fp64 matmul, a hand-computed GRPO loss, known-equivalent answers, the uncached
@@ -25,9 +25,10 @@ from grpo import (LOSS_AGGS, completion_mask, group_advantages, grpo_loss, token
                   token_logprobs, zero_variance_groups)
 from model import GPT, GPTConfig
 
-# The suites of moe.py, fp8.py and rewards.py live in their own files (each would make this one too long
-# to read); importing them here makes `pytest test_all.py` run everything. Imported first, so
-# this file's own helpers keep their names.
+# The suites of moe.py and fp8.py live in their own files (each would make this one too long
+# to read); importing them here makes `pytest test_all.py` run them. Imported first, so
+# this file's own helpers keep their names. verify.py's and rewards.py's suites are
+# test_verify.py and test_rewards.py, which pytest finds by itself.
 from tests_fp8 import *  # noqa: E402,F401,F403
 from tests_moe import *  # noqa: E402,F401,F403
 

@@ -1,70 +1,21 @@
-# Tests for rewards.py. References are known-equivalent answers written by hand, never the code's
-# own output. Run: python -m pytest tests_rewards.py -q (also run by test_all.py)
-import builtins
-import os
+# Tests for rewards.py. References are hand-computed reward values, never the code's own output;
+# verify.py's equivalence has its own suite (test_verify.py). Run: python -m pytest test_rewards.py -q
 import re
-import sys
 import time
 
 import pytest
 
 import rewards
-from rewards import (STAGE_TERMS, RewardWeights, accuracy_reward, extract_answer, format_reward,
-                     is_equivalent, language_consistency, score_batch, validate_gold)
-
-
-@pytest.fixture(scope="module")
-def worker():
-    """The shared worker process, started once for the whole module."""
-    assert rewards._WORKER.ask("sleep", (0,), deadline_s=120) == "no"  # a no-op round trip
-    yield rewards._WORKER
+from rewards import (TERMS, RewardWeights, accuracy_reward, extract_answer, format_reward,
+                     language_consistency, score_batch)
 
 
 def wrap(answer, think="Let me compute step by step."):
     return f" <think> {think} </think> <answer> {answer} </answer>"
 
 
-# ----------------------------------------------------------------------------- equivalence
-EQUIVALENT = [  # (prediction, gold) per answer kind of the toy world
-    ("391", "391"), ("-17", "-17"), ("+391", "391"), ("391.", "391"), ("391。", "391"),
-    ("3.0", "3"), ("2*3 + 1", "7"), ("(10-3)^2", "49"), ("$391$", "391"),
-    ("x = 5", "x = 5"), ("x=5", "x = 5"), ("5", "x = 5"), ("x = 5", "5"), ("5 = x", "x = 5"),
-    ("x = -1.5", "x = -3/2"), ("-\\frac{3}{2}", "x = -3/2"), ("x = \\frac{10}{2}", "x = 5"),
-    ("x^2 + 5x + 6", "x^2 + 5x + 6"), ("(x+2)(x+3)", "x^2 + 5x + 6"), ("(x+1)^2", "x^2+2x+1"),
-    ("x**2 + 2*x + 1", "x^2 + 2x + 1"), ("6 + 5x + x^{2}", "x^2 + 5x + 6"),
-    ("(x-2)(x+2)", "x^2 - 4"), ("2x^2 - 16x - 18", "2(x-9)(x+1)"), ("x \\cdot x - 4", "x^2 - 4"),
-    ("0.5x^2", "x^2/2"), ("(x^2-1)/(x-1)", "x + 1"),
-    ("7/12", "7/12"), ("14/24", "7/12"), ("\\frac{7}{12}", "7/12"), ("\\dfrac{14}{24}", "7/12"),
-    ("0.5", "1/2"), ("\\frac{1}{2}", "1/2"), ("\\frac{1}{2}", "0.5"), ("2^-1", "1/2"),
-    ("0.333333333", "1/3"), ("13/12", "1 + 1/12"),
-    ("\\sqrt{8}", "2\\sqrt{2}"), ("\\frac{\\sqrt{2}}{2}", "1/\\sqrt{2}"), ("8^{1/3}", "2"),
-    ("(2, 1)", "(2,1)"), ("x = 3 or x = 2", "x = 2, x = 3"), ("{3, 2}", "x = 2 or x = 3"),
-    # the Chinese keyboard: full-width comma, brackets and 或 ("or"); answers stay math
-    ("x = 2 或 x = 3", "x = 3, x = 2"), ("（2，1）", "(2, 1)"), ("x = 5。", "x = 5"),
-    ("3 or 3", "3"),  # repeating one value is not a hedge
-]
-NOT_EQUIVALENT = [
-    ("392", "391"), ("-391", "391"), ("17", "-17"), ("x = 6", "x = 5"), ("y = 5", "x = 5"),
-    ("x = -5", "x = 5"), ("x^2 + 5x + 7", "x^2 + 5x + 6"), ("(x+2)(x-3)", "x^2 + 5x + 6"),
-    ("x^2 + 2x", "x^2 + 2x + 1"), ("y^2 + 5y + 6", "x^2 + 5x + 6"), ("x^2 - 4", "x^2 + 4"),
-    ("0.333", "1/3"), ("0.33333", "1/3"), ("7/13", "7/12"), ("12/7", "7/12"), ("0.58", "7/12"),
-    ("(2,1)", "(1,2)"), ("(2, 1, 0)", "(2, 1)"), ("3 or 4", "3"), ("3, 4", "3"), ("3或4", "3"),
-    ("x = 3 or x = 4", "x = 3"), ("x = 2, x = 3, x = 4", "x = 2, x = 3"), ("x = 2", "x = 2, x = 3"),
-    ("2 3", "23"), ("1,000", "1000"), ("0.333333333x", "x/3"), ("\\sqrt{2}", "1.41"),
-]
-
-
-@pytest.mark.parametrize("pred,gold", EQUIVALENT)
-def test_equivalent(worker, pred, gold):
-    assert is_equivalent(pred, gold)
-
-
-@pytest.mark.parametrize("pred,gold", NOT_EQUIVALENT)
-def test_not_equivalent(worker, pred, gold):
-    assert not is_equivalent(pred, gold)
-
-
-def test_accuracy_in_both_languages(worker):
+# ----------------------------------------------------------------------------- accuracy
+def test_accuracy_in_both_languages(verify_worker):
     zh = "先把括号展开：2x*x = 2x^2，2x*1 = 2x，然后合并同类项。"
     assert accuracy_reward(wrap("2x^2 + x - 1", zh), "2x^2 + x - 1") == 1.0
     assert accuracy_reward(wrap("(2x - 1)(x + 1)", zh), "2x^2 + x - 1") == 1.0
@@ -75,52 +26,15 @@ def test_accuracy_in_both_languages(worker):
     assert accuracy_reward("<think>no answer block</think>", "7") == 0.0
 
 
-# ----------------------------------------------------------------------------- adversarial answers
-CANARY = "/tmp/nanor1_rewards_canary"
-ADVERSARIAL = [
-    f"__import__('os').system('touch {CANARY}')", f"exec(\"open('{CANARY}','w')\")",
-    "().__class__.__bases__[0].__subclasses__()", "lambda: 5", "(lambda x: x)(5)",
-    "Symbol('x')", "__builtins__", "os.system", "5; import os",
-    "9^9^9^9", "9**9**9**9", "2^(2^(2^(2^10)))", "10^1000000", "(x+1)^100000", "(x+y+z+1)^60",
-    "(a+b+c+d+e+f+g+1)^6",
-    "((x+1)^50)^50", "1000000!", "5!", "factorial(1000000)", "1" * 100_000, "x" * 100_000,
-    "(" * 500 + "5" + ")" * 500, "(" * 30 + "5" + ")" * 30, "-" * 150 + "5",
-    "nan", "NaN", "zoo", "inf", "oo", "-oo", "\\infty", "∞", "1/0", "0^-1", "x/(x-x)",
-    "５", "x = ５", "１/２", "5 or 6", "5, 6", "x = 5 or x = 6", "{5, 6}", "5 \\pm 1",
-]
-
-
-@pytest.mark.parametrize("answer", ADVERSARIAL, ids=lambda a: a[:40])
-def test_adversarial_answer_scores_zero_fast(worker, answer):
+@pytest.mark.parametrize("answer", ["__import__('os').system('ls')", "9^9^9^9", "1" * 100_000,
+                                    "nan", "５", "5 or 6", "5</answer><answer>5"])
+def test_adversarial_answer_scores_zero_fast(verify_worker, answer):
     t0 = time.perf_counter()
     assert accuracy_reward(wrap(answer), "5") == 0.0
-    assert time.perf_counter() - t0 < 0.5  # well inside the 1 s deadline: refused, not timed out
-    assert rewards._verdict(answer, "5") in ("reject", "no")
-    assert not os.path.exists(CANARY)
+    assert time.perf_counter() - t0 < 0.5  # refused, not timed out
 
 
-def test_parser_runs_no_python(monkeypatch):
-    """In-process, with eval/exec/compile watched: no answer text is ever evaluated as Python.
-    (sympy compiles some code templates of its own, e.g. monomial helpers; those are not ours.)"""
-    calls = []
-    for name in ("eval", "exec", "compile"):
-        def watch(source, *args, _real=getattr(builtins, name), **kwargs):
-            if isinstance(source, str):
-                calls.append(source)
-            return _real(source, *args, **kwargs)
-        monkeypatch.setattr(builtins, name, watch)
-    for answer in ADVERSARIAL + [p for p, _ in EQUIVALENT]:
-        try:
-            rewards._ladder(answer, "5")
-        except rewards._Reject:
-            pass
-    monkeypatch.undo()
-    for answer in [a for a in ADVERSARIAL if len(a) >= 8] + ["(x+2)(x+3)", "x^2 + 5x + 6"]:
-        assert not any(answer[:60] in source for source in calls), answer
-    assert not os.path.exists(CANARY)
-
-
-def test_several_or_empty_answer_blocks(worker):
+def test_several_or_empty_answer_blocks(verify_worker):
     for completion in ["<think>a</think><answer>5</answer><answer>5</answer>",
                        "<think>a</think><answer>5</answer> <answer>6</answer>",
                        "<think>a</think><answer></answer>", "<think>a</think><answer>  </answer>",
@@ -134,45 +48,6 @@ def test_source_never_calls_python_evaluation():
     with open(rewards.__file__, encoding="utf-8") as f:
         source = f.read()
     assert not re.search(r"sympify\(|parse_expr\(|\beval\(|signal\.alarm", source)
-
-
-# ----------------------------------------------------------------------------- the deadline
-def test_deadline_kills_and_recovers(worker):
-    restarts = worker.restarts
-    t0 = time.perf_counter()
-    assert worker.ask("sleep", (30,), deadline_s=0.3) == "timeout"  # a verdict that never ends
-    assert time.perf_counter() - t0 < 2.0
-    assert worker.restarts == restarts + 1
-    assert is_equivalent("(x+1)^3", "x^3 + 3x^2 + 3x + 1")  # a new worker took over
-
-
-def test_timeout_counted_in_score_batch(worker, monkeypatch):
-    # route score_batch's worker requests to a verdict that never ends: the worker is killed
-    real_ask = worker.ask
-    monkeypatch.setattr(worker, "ask", lambda op, args, deadline_s: real_ask("sleep", (30,),
-                                                                             deadline_s))
-    t0 = time.perf_counter()
-    out = score_batch([wrap("(x+2)(x+3)")] * 3, ["x^2 + 5x + 6"] * 3, ["en"] * 3, deadline_s=0.2)
-    assert out["n_timeout"] == 1 and out["accuracy"] == [0.0] * 3  # judged once per batch
-    assert time.perf_counter() - t0 < 2.0
-    monkeypatch.undo()
-    out = score_batch([wrap("(x+2)(x+3)")], ["x^2 + 5x + 6"], ["en"])
-    assert out["accuracy"] == [1.0] and out["n_timeout"] == 0
-
-
-def test_heavy_whitelisted_answers_are_cheap(worker):
-    # inside every limit, but expanding them would take sympy tenths of a second
-    for pred, gold in [("(a+b+c+1)^14", "x^2 + 5x + 6"), ("(x+y+1)^32", "(x+y+2)^32"),
-                       ("(a+b+c+1)^14", "391")]:
-        t0 = time.perf_counter()
-        assert not is_equivalent(pred, gold)
-        assert time.perf_counter() - t0 < 0.2
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is enforced on Linux")
-def test_worker_memory_is_capped(worker):
-    assert worker.ask("alloc", (8 << 30,), deadline_s=10) == "oom"  # 8 GiB refused, not swapped
-    assert is_equivalent("(x-1)^2", "x^2 - 2x + 1")
 
 
 # ----------------------------------------------------------------------------- format
@@ -218,41 +93,61 @@ def test_language_consistency():
         language_consistency("hello", "fr")
 
 
-# ----------------------------------------------------------------------------- batches and golds
-def test_score_batch_stages_and_counters(worker):
+# ----------------------------------------------------------------------------- batches
+def test_score_batch_terms_and_counters(verify_worker):
     completions = [wrap("x = 5", "Subtract 3 from both sides, then divide by 2."),  # right, en
                    wrap("x = 5", "两边减三，再除以二。"),                               # right, zh text
                    "<think>x</think><answer>6</answer> extra",      # wrong, no format
                    wrap("__import__('os')"), wrap("(x+1)^2")]       # rejected; symbolic
     answers, langs = ["x = 5", "x = 5", "x = 5", "x = 5", "x^2 + 2x + 1"], ["en"] * 5
-    out = score_batch(completions, answers, langs, stage="zero")
+    out = score_batch(completions, answers, langs, terms=("accuracy", "format"))
     assert out["accuracy"] == [1.0, 1.0, 0.0, 0.0, 1.0]
     assert out["format"] == [1.0, 1.0, 0.0, 1.0, 1.0]
     assert out["reward"] == [2.0, 2.0, 0.0, 1.0, 2.0]  # accuracy + format, R1 §2.2.2
     assert (out["n_rejected"], out["n_failed"], out["n_timeout"]) == (1, 0, 0)
-    out = score_batch(completions, answers, langs, stage="rl1",
+    out = score_batch(completions, answers, langs, terms=TERMS,
                       weights=RewardWeights(accuracy=1.0, format=0.5, lang=0.25))
     assert out["lang"][:2] == [1.0, 0.0]
-    assert out["reward"][:2] == [1.75, 1.5]
-    assert set(STAGE_TERMS) == {"zero", "rl1", "rl2"}
+    assert out["reward"][:2] == [1.75, 1.5]  # 1 + 0.5 + 0.25 * 1, then 1 + 0.5 + 0.25 * 0
     general = score_batch([wrap("Three hundred  ninety-one.")], ["three hundred ninety-one"],
-                          ["en"], stage="rl2", general=[True])
+                          ["en"], terms=TERMS, general=[True])
     assert general["accuracy"] == [1.0]
-    with pytest.raises(ValueError):
-        score_batch(completions, answers, langs, stage="sft")
     with pytest.raises(ValueError):
         score_batch(completions, answers[:2], langs)
 
 
-def test_bad_gold_is_a_failure_not_a_reward(worker):
+def test_score_batch_sums_only_the_named_terms(verify_worker):
+    # right answer, good format, half the words Chinese: accuracy 1, format 1, lang 0.5
+    completion = wrap("7", "先算 then add")
+    weights = RewardWeights(accuracy=1.0, format=0.5, lang=0.25)
+    for terms, reward in [(("accuracy",), 1.0), (("format",), 0.5), (("lang",), 0.125),
+                          (("format", "lang"), 0.625), (("accuracy", "format", "lang"), 1.625)]:
+        out = score_batch([completion], ["7"], ["zh"], terms=terms, weights=weights)
+        assert out["reward"] == [reward], terms
+        assert (out["accuracy"], out["format"], out["lang"]) == ([1.0], [1.0], [0.5])
+    assert score_batch([completion], ["7"], ["zh"])["reward"] == [2.0]  # default: accuracy + format
+
+
+@pytest.mark.parametrize("terms", [("accuracy", "length"), ("zero",), "accuracy", ()])
+def test_score_batch_refuses_unknown_terms(terms):
+    with pytest.raises(ValueError, match="accuracy, format, lang"):
+        score_batch([wrap("5")], ["5"], ["en"], terms=terms)
+
+
+def test_timeout_counted_in_score_batch(verify_worker, monkeypatch):
+    # route score_batch's worker requests to a verdict that never ends: the worker is killed
+    real_ask = verify_worker.ask
+    monkeypatch.setattr(verify_worker, "ask",
+                        lambda op, args, deadline_s: real_ask("sleep", (30,), deadline_s))
+    t0 = time.perf_counter()
+    out = score_batch([wrap("(x+2)(x+3)")] * 3, ["x^2 + 5x + 6"] * 3, ["en"] * 3, deadline_s=0.2)
+    assert out["n_timeout"] == 1 and out["accuracy"] == [0.0] * 3  # judged once per batch
+    assert time.perf_counter() - t0 < 2.0
+    monkeypatch.undo()
+    out = score_batch([wrap("(x+2)(x+3)")], ["x^2 + 5x + 6"], ["en"])
+    assert out["accuracy"] == [1.0] and out["n_timeout"] == 0
+
+
+def test_bad_gold_is_a_failure_not_a_reward(verify_worker):
     out = score_batch([wrap("x + 1")], ["x ++ ? 1"], ["en"])
     assert out["accuracy"] == [0.0] and out["n_failed"] == 1
-
-
-def test_validate_gold():
-    for gold in ["391", "-17", "x = 5", "x = -3/2", "x^2 + 5x + 6", "3x^2 - 8x - 3", "7/12",
-                 "x = 2, x = 3", "(2, 1)", "\\frac{1}{2}"]:
-        validate_gold(gold)
-    for gold in ["", "nan", "x ==", "5!", "９", "x = (", "2x = 10", "1/0"]:
-        with pytest.raises(ValueError):
-            validate_gold(gold)

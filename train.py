@@ -234,7 +234,7 @@ def evaluate(model, enc, problems, max_new_tokens, prefix="", batch=100):
         for o in outs:
             ntoks.append(len(o))
             texts.append(prefix + enc.decode([t for t in o if t != enc.eot_token]))
-    s = rewards.score_batch(texts, [p.answer for p in problems], [p.lang for p in problems], stage="zero")
+    s = rewards.score_batch(texts, [p.answer for p in problems], [p.lang for p in problems], terms=("accuracy", "format"))
     res = {"accuracy": mean(s["accuracy"]), "format_rate": mean(s["format"]),
            "lang_consistency": mean(s["lang"]), "mean_response_tokens": mean(ntoks), "n": len(problems)}
     for kind in sorted({(p.kind, p.difficulty) for p in problems}):
@@ -448,7 +448,7 @@ def stage_zero(args, device, dtype):
         os.remove(os.path.join(out, "metrics.jsonl"))
 
     def score(texts, problems):
-        return rewards.score_batch(texts, [p.answer for p in problems], [p.lang for p in problems], stage="zero")
+        return rewards.score_batch(texts, [p.answer for p in problems], [p.lang for p in problems], terms=("accuracy", "format"))
 
     def prompts_for(k, salt=0):  # RL prompts: the RL split only, never the held-out one
         return data.rl_problems(cfgs["data"], rc.prompts_per_step, seed=rc.rl_seed * 100_003 + k * 7 + salt)
