@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import sympy
 
 import verify
 from verify import is_equivalent, validate_gold
@@ -34,6 +35,12 @@ EQUIVALENT = [  # (prediction, gold) per answer kind of the toy world
     # the Chinese keyboard: full-width comma, brackets and 或 ("or"); answers stay math
     ("x = 2 或 x = 3", "x = 3, x = 2"), ("（2，1）", "(2, 1)"), ("x = 5。", "x = 5"),
     ("3 or 3", "3"),  # repeating one value is not a hedge
+    (".5x", "x/2"), ("x = .5", "1/2"), ("(1/2, 3)", "(0.5, 3)"), ("(2x, 1)", "(x + x, 1)"),
+    ("2^33", "8589934592"), ("4^500", "2^1000"),
+    # relative 1e-6 for numbers written with a point: 0.333333 is 1/3 to the last digit allowed
+    ("0.333333", "1/3"), ("1.0000009", "1"), ("1000000.5", "1000000"),
+    ("1.414213562", "\\sqrt{2}"), ("314.159265", "100\\pi"),
+    ("(121x^2 - 49)/(11x - 7)", "11x + 7"),  # 0/0 at the point differs_somewhere tries (x = 7/11)
 ]
 NOT_EQUIVALENT = [
     ("392", "391"), ("-391", "391"), ("17", "-17"), ("x = 6", "x = 5"), ("y = 5", "x = 5"),
@@ -43,6 +50,9 @@ NOT_EQUIVALENT = [
     ("(2,1)", "(1,2)"), ("(2, 1, 0)", "(2, 1)"), ("3 or 4", "3"), ("3, 4", "3"), ("3或4", "3"),
     ("x = 3 or x = 4", "x = 3"), ("x = 2, x = 3, x = 4", "x = 2, x = 3"), ("x = 2", "x = 2, x = 3"),
     ("2 3", "23"), ("1,000", "1000"), ("0.333333333x", "x/3"), ("\\sqrt{2}", "1.41"),
+    ("1.0000015", "1"), ("1000002", "1000000.5"), ("0.0000005", "0.0000006"), ("3.14", "\\pi"),
+    ("(1/2, 3)", "(0.5, 4)"),
+    ("1/(11x - 7) + 1", "1/(11x - 7)"),  # a pole at the point differs_somewhere tries: no proof
 ]
 
 
@@ -54,6 +64,45 @@ def test_equivalent(verify_worker, pred, gold):
 @pytest.mark.parametrize("pred,gold", NOT_EQUIVALENT)
 def test_not_equivalent(verify_worker, pred, gold):
     assert not is_equivalent(pred, gold)
+
+
+# ----------------------------------------------------------------------------- limits
+def accepted(text):
+    try:
+        verify.parse_answer(text)
+        return True
+    except verify.Rejected:
+        return False
+
+
+def test_limits_sit_where_documented():
+    """Each limit at its documented value, written out here: the last answer in, the first out."""
+    assert verify.verdict("5" + " " * 399, "5") == "yes"        # 400 characters
+    assert verify.verdict("5" + " " * 400, "5") == "reject"
+    assert len(verify.tokenize("1 " * 200)) == 200
+    with pytest.raises(verify.Rejected):
+        verify.tokenize("1 " * 201)
+    assert accepted("(" * 16 + "5" + ")" * 16) and not accepted("(" * 17 + "5" + ")" * 17)
+    assert accepted("1" * 40) and accepted("0." + "1" * 39) and not accepted("1" * 41)
+    assert accepted(", ".join("123456789a")) and not accepted(", ".join("123456789ab"))
+    assert accepted("(" + ", ".join("1" * 10) + ")") and not accepted("(" + ", ".join("1" * 11) + ")")
+    assert accepted("2^1000") and not accepted("2^1001")
+    assert accepted("2^(1/12)") and not accepted("2^(1/13)")
+    assert accepted("(x+1)^32") and not accepted("(x+1)^33") and accepted("2^33")
+    # (a+b+c+1)^n has C(n+3, 3) monomials: 969 for n = 16, 1140 for n = 17 (the cap is 1000)
+    assert accepted("(a+b+c+1)^16") and not accepted("(a+b+c+1)^17")
+    assert accepted("0^2") and not accepted("0^-1") and not accepted("2/(3-3)")
+
+
+@pytest.mark.parametrize("text", ["(x+1)^32", "(2x+3)^20", "(x+y+1)^10", "(x+1)(x+2)(x+3)",
+                                  "2^100", "(x/3+1)^5", "3^50x + 7", "(x-1)^2(x+1)^2 - 1/7"])
+def test_size_estimate_bounds_the_expansion(text):
+    """The cost estimate is an upper bound of what sympy's full expansion really holds."""
+    sized = verify.Parser(text).expr()
+    terms = sympy.Add.make_args(sympy.expand(sized.expr))
+    coefficients = [term.as_coeff_Mul()[0] for term in terms]
+    bits = max(max(abs(c.p).bit_length(), c.q.bit_length()) for c in coefficients)
+    assert sized.terms >= len(terms) and sized.bits >= bits
 
 
 # ----------------------------------------------------------------------------- adversarial answers

@@ -200,7 +200,7 @@ class Parser:
 
     def answer(self):
         items = [self.item()]
-        while self.eat(",", "or") and len(items) <= MAX_ITEMS:
+        while len(items) < MAX_ITEMS and self.eat(",", "or"):
             items.append(self.item())
         if self.pos != len(self.tokens):
             raise Rejected("unexpected text after the answer")
@@ -211,7 +211,7 @@ class Parser:
         if opener in _CLOSER and self.bracket_holds_comma():
             self.eat()
             elements = [self.expr().expr]
-            while self.eat(",") and len(elements) <= MAX_ITEMS:
+            while len(elements) < MAX_ITEMS and self.eat(","):
                 elements.append(self.expr().expr)
             self.expect(_CLOSER[opener])
             if opener == "{":
