@@ -26,6 +26,7 @@ a reward model (§2.3.4 uses one).
 """
 
 import argparse
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, fields
@@ -159,5 +160,5 @@ if __name__ == "__main__":
     cli.add_argument("lang", nargs="?", default="en", choices=("en", "zh"))
     args = cli.parse_args()
     result = score_batch([args.completion], [args.gold], [args.lang], terms=TERMS)
-    print({"answer": extract_answer(args.completion),
-           **{k: v[0] if isinstance(v, list) else v for k, v in result.items()}})
+    one = {name: value[0] if isinstance(value, list) else value for name, value in result.items()}
+    print(json.dumps({"answer": extract_answer(args.completion), **one}, ensure_ascii=False))

@@ -1,6 +1,10 @@
 # Tests for rewards.py. References are hand-computed reward values, never the code's own output;
 # verify.py's equivalence has its own suite (test_verify.py). Run: python -m pytest test_rewards.py -q
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -8,6 +12,9 @@ import pytest
 import rewards
 from rewards import (TERMS, RewardWeights, accuracy_reward, extract_answer, format_reward,
                      language_consistency, score_batch)
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def wrap(answer, think="Let me compute step by step."):
@@ -39,7 +46,9 @@ def test_several_or_empty_answer_blocks(verify_worker):
                        "<think>a</think><answer>5</answer> <answer>6</answer>",
                        "<think>a</think><answer></answer>", "<think>a</think><answer>  </answer>",
                        "<think>a</think><answer>\\boxed{5} \\boxed{6}</answer>",
-                       "<think>a</think><answer>\\boxed{}</answer>", "</answer>5<answer>"]:
+                       "<think>a</think><answer>\\boxed{}</answer>", "</answer>5<answer>",
+                       "<think>a</think><answer>5</answer><answer>5",   # an unclosed second block
+                       "<think>a</think><answer>5</answer></answer>"]:
         assert extract_answer(completion) is None
         assert accuracy_reward(completion, "5") == 0.0
 
@@ -126,12 +135,22 @@ def test_score_batch_sums_only_the_named_terms(verify_worker):
         assert out["reward"] == [reward], terms
         assert (out["accuracy"], out["format"], out["lang"]) == ([1.0], [1.0], [0.5])
     assert score_batch([completion], ["7"], ["zh"])["reward"] == [2.0]  # default: accuracy + format
+    assert score_batch([completion], ["7"], ["zh"], terms=TERMS)["reward"] == [2.5]  # weights 1, 1, 1
 
 
 @pytest.mark.parametrize("terms", [("accuracy", "length"), ("zero",), "accuracy", ()])
 def test_score_batch_refuses_unknown_terms(terms):
     with pytest.raises(ValueError, match="accuracy, format, lang"):
         score_batch([wrap("5")], ["5"], ["en"], terms=terms)
+
+
+def test_cli_scores_one_completion_with_every_term():
+    completion = "<think>先算 2*3 then add</think><answer>6</answer>"
+    run = subprocess.run([sys.executable, os.path.join(HERE, "rewards.py"), completion, "2*3", "zh"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"answer": "6", "reward": 2.5, "accuracy": 1.0, "format": 1.0,
+                                      "lang": 0.5, "n_failed": 0, "n_timeout": 0, "n_rejected": 0}
 
 
 def test_timeout_counted_in_score_batch(verify_worker, monkeypatch):
