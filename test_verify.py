@@ -41,6 +41,8 @@ EQUIVALENT = [  # (prediction, gold) per answer kind of the toy world
     ("0.333333", "1/3"), ("1.0000009", "1"), ("1000000.5", "1000000"),
     ("1.414213562", "\\sqrt{2}"), ("314.159265", "100\\pi"),
     ("(121x^2 - 49)/(11x - 7)", "11x + 7"),  # 0/0 at the point differs_somewhere tries (x = 7/11)
+    ("(x^2 - 2)/(x - \\sqrt{2})", "x + \\sqrt{2}"),  # cancel cannot show it; simplify can
+    ("((x+1)^2, 3)", "(x^2 + 2x + 1, 3)"),  # a tuple whose first member is bracketed
 ]
 NOT_EQUIVALENT = [
     ("392", "391"), ("-391", "391"), ("17", "-17"), ("x = 6", "x = 5"), ("y = 5", "x = 5"),
@@ -51,7 +53,9 @@ NOT_EQUIVALENT = [
     ("x = 3 or x = 4", "x = 3"), ("x = 2, x = 3, x = 4", "x = 2, x = 3"), ("x = 2", "x = 2, x = 3"),
     ("2 3", "23"), ("1,000", "1000"), ("0.333333333x", "x/3"), ("\\sqrt{2}", "1.41"),
     ("1.0000015", "1"), ("1000002", "1000000.5"), ("0.0000005", "0.0000006"), ("3.14", "\\pi"),
-    ("(1/2, 3)", "(0.5, 4)"),
+    ("(1/2, 3)", "(0.5, 4)"), ("3.1415974", "\\pi"),  # pi to 1.5e-6 relative: outside 1e-6
+    ("x = 2 or x = 4", "x = 2, x = 3"),  # as many roots as the gold, one of them wrong
+    ("(x+1)^2, 5", "x^2 + 2x + 1, (x+1)^2"),  # one predicted root cannot match two gold ones
     ("1/(11x - 7) + 1", "1/(11x - 7)"),  # a pole at the point differs_somewhere tries: no proof
 ]
 
@@ -83,6 +87,7 @@ def test_limits_sit_where_documented():
     with pytest.raises(verify.Rejected):
         verify.tokenize("1 " * 201)
     assert accepted("(" * 16 + "5" + ")" * 16) and not accepted("(" * 17 + "5" + ")" * 17)
+    assert not accepted("(1)(2)" + "(" * 17 + "5" + ")" * 17)  # closed groups give no credit
     assert accepted("1" * 40) and accepted("0." + "1" * 39) and not accepted("1" * 41)
     assert accepted(", ".join("123456789a")) and not accepted(", ".join("123456789ab"))
     assert accepted("(" + ", ".join("1" * 10) + ")") and not accepted("(" + ", ".join("1" * 11) + ")")
@@ -91,6 +96,11 @@ def test_limits_sit_where_documented():
     assert accepted("(x+1)^32") and not accepted("(x+1)^33") and accepted("2^33")
     # (a+b+c+1)^n has C(n+3, 3) monomials: 969 for n = 16, 1140 for n = 17 (the cap is 1000)
     assert accepted("(a+b+c+1)^16") and not accepted("(a+b+c+1)^17")
+    # three sums of 10 distinct terms multiply out to exactly 1000 monomials: at the cap, allowed
+    assert accepted("(a+b+c+d+e+f+g+h+i+1)(j+k+l+m+n+o+p+q+r+1)(s+t+u+v+w+y+z+A+B+1)")
+    # a 40-digit number to the 200th power has 26,575 bits, over the 20,000-bit cap; to the 140th
+    # it has 18,603
+    assert accepted("9" * 40 + "^140") and not accepted("9" * 40 + "^200")
     assert accepted("0^2") and accepted("\\sqrt{0}") and not accepted("0^-1")
     assert not accepted("2/(3-3)")
 
@@ -180,6 +190,22 @@ def test_heavy_whitelisted_answers_are_cheap(verify_worker):
 def test_worker_memory_is_capped(verify_worker):
     assert verify_worker.ask("alloc", (8 << 30,), deadline_s=10) == "oom"  # 8 GiB refused
     assert is_equivalent("(x-1)^2", "x^2 - 2x + 1")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is enforced on Linux")
+def test_worker_memory_cap_is_one_gib(verify_worker):
+    assert verify_worker.ask("alloc", (768 << 20,), deadline_s=10) == "yes"  # room to work in
+    assert verify_worker.ask("alloc", (1100 << 20,), deadline_s=10) == "oom"
+
+
+def test_worker_answers_without_unbuffered_env(monkeypatch):
+    """The worker flushes each line itself: a pipe is block-buffered unless PYTHONUNBUFFERED."""
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    worker = verify.Worker()
+    try:
+        assert worker.ask("eq", ("(x+2)(x+3)", "x^2 + 5x + 6"), deadline_s=120) == "yes"
+    finally:
+        worker.close()
 
 
 def test_worker_imports_no_trainer():

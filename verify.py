@@ -400,7 +400,7 @@ def exprs_equal(a, b, tolerant: bool) -> bool:
         return numbers_close(Fraction(int(a.p), int(a.q)), Fraction(int(b.p), int(b.q)), tolerant)
     if tolerant and not (a.free_symbols or b.free_symbols):
         value_a, value_b = sympy.N(a, 30), sympy.N(b, 30)
-        return bool(abs(value_a - value_b) <= 1e-6 * max(abs(value_a), abs(value_b)))
+        return bool(abs(value_a - value_b) <= float(REL_TOL) * max(abs(value_a), abs(value_b)))
     if differs_somewhere(a, b):
         return False  # most wrong answers end here, before any expansion
     diff = sympy.expand(a - b)
