@@ -57,6 +57,7 @@ NOT_EQUIVALENT = [
     ("x = 2 or x = 4", "x = 2, x = 3"),  # as many roots as the gold, one of them wrong
     ("(x+1)^2, 5", "x^2 + 2x + 1, (x+1)^2"),  # one predicted root cannot match two gold ones
     ("1/(11x - 7) + 1", "1/(11x - 7)"),  # a pole at the point differs_somewhere tries: no proof
+    ("11x^2 - 7x + 5", "5"), ("(11x - 7)(13y - 10) + 1", "1"),  # equal at that point, only there
 ]
 
 
