@@ -300,12 +300,12 @@ def bench_rewards(n=1000, seed=0) -> dict:
     completions, golds, langs = make_batch(n, seed)
     rewards.score_batch(completions[:20], golds[:20], langs[:20])  # start the worker (once per run)
     t0 = time.perf_counter()
-    rewards.score_batch(completions, golds, langs, stage="rl1")
+    rewards.score_batch(completions, golds, langs, terms=rewards.TERMS)
     batch_s = time.perf_counter() - t0
     times = []  # one completion at a time, no batch cache: the latency of a single verdict
     for c, g, lang in zip(completions, golds, langs):
         t = time.perf_counter()
-        rewards.score_batch([c], [g], [lang], stage="rl1")
+        rewards.score_batch([c], [g], [lang], terms=rewards.TERMS)
         times.append(time.perf_counter() - t)
     times.sort()
     return {"rewards.verdicts_per_s": round(n / batch_s, 1),
@@ -330,7 +330,7 @@ def bench_grpo():
     ref = grpo.make_reference(model)
     opt = train.make_optimizer(model, rc.rl_lr, cfgs["train"], "cpu")
     problems = data.rl_problems(cfgs["data"], rc.prompts_per_step, seed=0)
-    score = lambda t, ps: rewards.score_batch(t, [p.answer for p in ps], [p.lang for p in ps], stage="zero")
+    score = lambda t, ps: rewards.score_batch(t, [p.answer for p in ps], [p.lang for p in ps], terms=("accuracy", "format"))
     st = [grpo.grpo_step(model, ref, opt, enc, problems, rc, score, torch.Generator().manual_seed(i)) for i in range(2)][-1]
     res = {"grpo.step_s": st["step_s"], "grpo.generate_frac": st["t_generate"] / st["step_s"],
            "grpo.score_frac": st["t_score"] / st["step_s"], "grpo.logprob_frac": st["t_logprobs"] / st["step_s"],

@@ -1,9 +1,11 @@
-"""Shared fixtures of the test suite (pytest finds this file by itself)."""
+"""Fixtures shared by the test files (pytest finds this file by itself)."""
 import os
 import subprocess
 import sys
 
 import pytest
+
+import verify
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -21,3 +23,11 @@ def tiny_run(tmp_path_factory):
     r = train(["--stage", "all", "--preset", "tiny", "--out_dir", out, "--quiet"])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def verify_worker():
+    """verify.py's worker process, started once for the session, so that timed tests do not pay
+    for its start-up (a sympy import)."""
+    assert verify.WORKER.ask("sleep", (0,), deadline_s=120) == "no"  # a no-op round trip
+    return verify.WORKER

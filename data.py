@@ -32,7 +32,7 @@ from fractions import Fraction
 
 import tiktoken
 
-from rewards import validate_gold
+from verify import validate_gold
 
 EOT = "<|endoftext|>"
 KINDS = ("arith", "linear", "poly", "frac")

@@ -11,6 +11,7 @@ from fractions import Fraction
 import pytest
 
 import data
+import rewards
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,6 @@ def test_general_tasks_by_construction():
 # cold start
 
 def test_cold_start_is_clean_and_single_language():
-    import rewards
     cfg = data.DataConfig()
     pairs = data.cold_start_set(cfg, 60, seed=1)
     assert sum(p.lang == "zh" for p, _ in pairs) == 30
