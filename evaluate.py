@@ -101,14 +101,15 @@ def full_eval(model, enc, cfgs, probes=False, autocast=None):
 def forced_openings(model, enc, problems, budget):
     """Accuracy when the <think> block is forced to open bare or with a chain (in the prompt's
     language), and on Chinese prompts with a chain opened in Chinese against English."""
-    def acc(probs, openers):
-        texts, _ = respond(model, enc, probs, budget, prefix=[" <think> " + openers[p.lang] for p in probs])
-        return mean(score(texts, probs)["accuracy"])
-    zh = [p for p in problems if p.lang == "zh"]
-    return {"accuracy_forced_bare": acc(problems, data.BARE_OPENER),
-            "accuracy_forced_chain": acc(problems, data.CHAIN_OPENER),
-            "zh_accuracy_chain_zh": acc(zh, data.CHAIN_OPENER),
-            "zh_accuracy_chain_en": acc(zh, {"zh": data.CHAIN_OPENER["en"]}), "n_zh": len(zh)}
+    def accuracies(probs, opener):  # per problem, its <think> forced to begin with opener(problem)
+        texts, _ = respond(model, enc, probs, budget, prefix=[" <think> " + opener(p) for p in probs])
+        return score(texts, probs)["accuracy"]
+    zh = [i for i, p in enumerate(problems) if p.lang == "zh"]
+    chain = accuracies(problems, lambda p: data.CHAIN_OPENER[p.lang])
+    return {"accuracy_forced_bare": mean(accuracies(problems, lambda p: data.BARE_OPENER[p.lang])),
+            "accuracy_forced_chain": mean(chain), "zh_accuracy_chain_zh": mean(chain[i] for i in zh),
+            "zh_accuracy_chain_en": mean(accuracies([problems[i] for i in zh], lambda p: data.CHAIN_OPENER["en"])),
+            "n_zh": len(zh)}
 
 
 def heldout_signature(cfgs):
