@@ -1,4 +1,4 @@
-"""Tests for fp8.py (CPU only): python -m pytest tests_fp8.py (also run by test_all.py)
+"""Tests for fp8.py (CPU only): python -m pytest test_fp8.py
 
 Error bounds are derived, not tuned. Rounding to e4m3 (3 mantissa bits) moves a normal value
 by at most 2^-4 of itself, to e5m2 by 2^-3; a subnormal (below 2^-6 resp. 2^-14 after scaling)
@@ -16,6 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fp8
+import moe
+from model import GPT, GPTConfig
+from test_moe import SKEW, make_cfg, make_moe, ref_choose, spy_paths
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 U = {E4M3: 2.0 ** -4, E5M2: 2.0 ** -3}        # max relative rounding error of a normal
@@ -24,15 +27,7 @@ MIN_NORMAL = {E4M3: 2.0 ** -6, E5M2: 2.0 ** -14}
 FMAX = {E4M3: 448.0, E5M2: 57344.0}
 U32 = 2.0 ** -24
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These GEMMs are tiny: threads only add synchronisation (which costs a lot on a busy
-    2-core machine: 31 s instead of 8 s measured for this file)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def elem_bound(x, dtype, scale):
@@ -226,46 +221,84 @@ def torch_cuda_meta_accepts(a, b, sa, sb, ga, gb):
     try:
         fp8._cuda_gemm(meta(a), meta(b), meta(sa), meta(sb), ga, gb, torch.bfloat16)
         return True
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         return False
 
 
 def bad_configs():
+    """(name, arguments of _check_cuda_rules, does torch's meta kernel check it too): each call
+    is a valid one with one thing changed. The rules the meta kernels skip, CUDA checks at run
+    time in aten/src/ATen/native/cuda/ScaledBlas.cpp (torch 2.13): "mat1 and mat2 shapes cannot
+    be multiplied", "Multiplication of two Float8_e5m2 matrices is not supported", "Only bf16,
+    fp16, and fp32 high precision output types", and blockwise scaling of e4m3 only."""
     M, K, N = 64, 384, 256  # Kb = 3 -> L4 = 4: the padded 128x128 layout matters
     a, b, sa, sb = operands(M, K, N)
     ta, tb, tsa, tsb = operands(M, K, N, "tensor", "tensor")
     ra, rb, rsa, rsb = operands(M, K, N, "row", "row")
-    a120, b120, sa120, sb120 = operands(M, 120, N, "tensor", "tensor")
-    yield "row-major b", (ta, tb.contiguous(), tsa, tsb, "tensor", "tensor")
-    yield "K % 16", (a120, b120, sa120, sb120, "tensor", "tensor")
-    yield "rowwise scale_b (N, 1)", (ra, rb, rsa, rsb.reshape(N, 1), "row", "row")
-    yield "rowwise 1-d scales", (ra, rb, rsa.flatten(), rsb.flatten(), "row", "row")
-    yield "1x128 scale_a row-major", (a, b, sa.contiguous(), sb, "1x128", "128x128")
-    yield "128x128 scale_b unpadded", (a, b, sa, sb[:3], "1x128", "128x128")
-    yield "128x128 scale_b wrong major", (a, b, sa, sb.contiguous(), "1x128", "128x128")
+    wa, wb, wsa, wsb = operands(M, K, N, "1x128", "1x128")
+    T, R, B = ("tensor", "tensor"), ("row", "row"), ("1x128", "128x128")
+    yield "3-d a", (ta[None], tb, tsa, tsb, *T), True
+    yield "K mismatch", (ta[:, :368], tb, tsa, tsb, *T), False
+    yield "bf16 operands", (ta.to(torch.bfloat16), tb, tsa, tsb, *T), True
+    yield "e5m2 x e5m2", (*operands(M, K, N, *T, E5M2, E5M2), *T), False
+    yield "K % 16", (*operands(M, 120, N, *T), *T), True
+    yield "N % 16", (*operands(M, K, 120, *T), *T), True
+    yield "column-major a", (ta.t().contiguous().t(), tb, tsa, tsb, *T), True
+    yield "a strides (1, 1)", (ta.as_strided((M, K), (1, 1)), tb, tsa, tsb, *T), True
+    yield "row-major b", (ta, tb.contiguous(), tsa, tsb, *T), True
+    yield "b strides (1, 1)", (ta, tb.as_strided((K, N), (1, 1)), tsa, tsb, *T), True
+    yield "pair row x tensor", (ra, rb, rsa, tsb, "row", "tensor"), True
+    yield "pair 128x128 x 128x128", (*operands(128, K, N, "128x128", "128x128"), "128x128", "128x128"), True
+    yield "bf16 scales", (ta, tb, tsa.to(torch.bfloat16), tsb, *T), True
+    yield "tensorwise scale_a (M, 1)", (ta, tb, rsa, tsb, *T), True
+    yield "rowwise scale_b (N, 1)", (ra, rb, rsa, rsb.reshape(N, 1), *R), True
+    yield "rowwise 1-d scales", (ra, rb, rsa.flatten(), rsb.flatten(), *R), True
+    yield "rowwise scale_a strided", (ra, rb, rsa.repeat(1, 2)[:, :1], rsb, *R), True
+    yield "rowwise scale_b strided", (ra, rb, rsa, rsb.repeat(1, 2)[:, ::2], *R), True
+    yield "blockwise e5m2 a", (*operands(M, K, N, *B, E5M2, E4M3), *B), False
+    yield "blockwise K % 128", (*operands(M, 144, N), *B), True
+    yield "128x128 b with N % 128", (*operands(M, K, 80), *B), True
+    yield "128x128 a with M % 128", (*operands(M, K, N, "128x128", "1x128"), "128x128", "1x128"), True
+    yield "1x128 scale_a row-major", (a, b, sa.contiguous(), sb, *B), True
+    yield "1x128 scale_a strides (1, 1)", (a, b, sa.as_strided(sa.shape, (1, 1)), sb, *B), True
+    yield "1x128 scale_b row-major", (wa, wb, wsa, wsb.contiguous(), "1x128", "1x128"), True
+    yield "128x128 scale_b unpadded", (a, b, sa, sb[:3], *B), True
+    yield "128x128 scale_b wrong major", (a, b, sa, sb.contiguous(), *B), True
 
 
-@pytest.mark.parametrize("name", [n for n, _ in bad_configs()])
+@pytest.mark.parametrize("name", [n for n, _, _ in bad_configs()])
 def test_cuda_rule_checker_rejects_what_cuda_rejects(name):
-    args = dict(bad_configs())[name]
+    args, meta_checks = {n: (a, m) for n, a, m in bad_configs()}[name]
     with pytest.raises(ValueError, match="CUDA would reject"):
         fp8._check_cuda_rules(*args)
-    assert not torch_cuda_meta_accepts(*args)                     # torch's own CUDA rules agree
+    if meta_checks:
+        assert not torch_cuda_meta_accepts(*args)                 # torch's own CUDA rules agree
 
 
-def test_cuda_rule_checker_rejects_e5m2_pairs_and_accepts_valid_calls():
-    for ga, gb in [("tensor", "tensor"), ("row", "row"), ("1x128", "128x128"), ("1x128", "1x128")]:
-        args = (*operands(48, 256, 128 if gb == "128x128" else 80, ga, gb), ga, gb)
-        fp8._check_cuda_rules(*args)                              # no raise
-        assert torch_cuda_meta_accepts(*args)
-    a, b, sa, sb = operands(48, 256, 80, "tensor", "tensor", E5M2, E5M2)
-    with pytest.raises(ValueError, match="e5m2 x e5m2"):
-        fp8._check_cuda_rules(a, b, sa, sb, "tensor", "tensor")
-    a, b, sa, sb = operands(48, 256, 128, "1x128", "128x128", E5M2, E4M3)
-    with pytest.raises(ValueError, match="e4m3"):                 # blockwise is e4m3 only
-        fp8._check_cuda_rules(a, b, sa, sb, "1x128", "128x128")
-    with pytest.raises(ValueError, match="scaling pair"):         # 128x128 x 128x128: no kernel
-        fp8._check_cuda_rules(*operands(128, 256, 128, "128x128", "128x128"), "128x128", "128x128")
+def test_cuda_rule_checker_rejects_output_dtypes_cuda_has_not():
+    args = (*operands(48, 256, 80, "tensor", "tensor"), "tensor", "tensor")
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        fp8._check_cuda_rules(*args, out_dtype=dtype)            # no raise
+    with pytest.raises(ValueError, match="output dtype"):
+        fp8._check_cuda_rules(*args, out_dtype=torch.float64)
+
+
+def valid_configs():
+    """Calls CUDA takes, including the edge layouts: one K tile (a 1x128 scale whose stride
+    along K is moot), one 128-row block, 16-wide operands, each blockwise pair."""
+    for ga, gb, M, K, N in [("tensor", "tensor", 48, 256, 80), ("row", "row", 48, 256, 80),
+                            ("row", "row", 16, 16, 16), ("1x128", "128x128", 48, 256, 128),
+                            ("1x128", "1x128", 48, 256, 80), ("128x128", "1x128", 128, 384, 80),
+                            ("1x128", "128x128", 48, 128, 256)]:
+        yield ga, gb, operands(M, K, N, ga, gb)
+    a, b, sa, sb = operands(48, 128, 80, "1x128", "1x128")
+    yield "1x128", "1x128", (a, b, sa.contiguous(), sb.contiguous())  # (outer, 1) strides (1, 1)
+
+
+def test_cuda_rule_checker_accepts_valid_calls():
+    for ga, gb, ops in valid_configs():
+        fp8._check_cuda_rules(*ops, ga, gb)                       # no raise
+        assert torch_cuda_meta_accepts(*ops, ga, gb), (ga, gb, [tuple(t.shape) for t in ops])
     with pytest.raises(ValueError, match="multiples of 16"):      # fp8_linear checks on every GEMM
         fp8.fp8_linear(torch.randn(4, 40), torch.randn(32, 40), "tensorwise")
 
@@ -304,64 +337,156 @@ class Toy(nn.Module):
         self.lm_head = nn.Linear(64, 50)
 
 
-class FakeMoE(nn.Module):  # the protocol moe.py follows
-    def __init__(self, E=16, H=128, C=128):
-        super().__init__()
-        self.w1, self.w3 = nn.Parameter(torch.randn(E, H, C)), nn.Parameter(torch.randn(E, H, C))
-        self.w2 = nn.Parameter(torch.randn(E, C, H))
-        self.score = nn.Linear(C, E)                              # router with E outputs
-        self.fp8_recipe = None
+def moe_layer(H=128, C=128, E=16):
+    return moe.MoE(make_cfg(n_embd=C, moe_hidden=H, n_routed_experts=E, n_shared_experts=0))
 
 
 def test_convert_reports_and_skips(capsys):
-    m = nn.ModuleDict({"toy": Toy(), "moe": FakeMoE(), "small_moe": FakeMoE(H=48)})
+    m = nn.ModuleDict({"toy": Toy(), "moe": moe_layer(), "small_moe": moe_layer(H=48)})
     got = fp8.convert_to_float8(m, "tensorwise")
-    assert got == ["toy.up", "toy.narrow", "moe.experts", "small_moe.experts"]
+    assert got == ["toy.up", "toy.narrow", "moe.expert_gemm", "small_moe.expert_gemm"]
     assert isinstance(m.toy.up, fp8.Float8Linear) and type(m.toy.odd) is nn.Linear
     assert type(m.toy.lm_head) is nn.Linear and type(m.toy.router) is nn.Linear
-    assert type(m.moe.score) is nn.Linear and m.moe.fp8_recipe == "tensorwise"
+    assert type(m.moe.expert_gemm) is fp8.Float8ExpertGEMM and m.moe.expert_gemm.recipe == "tensorwise"
     out = capsys.readouterr().out
     assert "toy.lm_head" in out and "toy.odd" in out and "router" in out
-    m = nn.ModuleDict({"toy": Toy(), "moe": FakeMoE(), "small_moe": FakeMoE(H=48)})
-    assert fp8.convert_to_float8(m, "blockwise", verbose=False) == ["toy.up", "moe.experts"]
-    assert m.small_moe.fp8_recipe is None and type(m.toy.narrow) is nn.Linear
+    seam, up = m.moe.expert_gemm, m.toy.up                          # converting again: new recipe,
+    assert fp8.convert_to_float8(m, "rowwise", verbose=False) == got  # same modules
+    assert m.moe.expert_gemm is seam and seam.recipe == up.recipe == "rowwise" and m.toy.up is up
+    m = nn.ModuleDict({"toy": Toy(), "moe": moe_layer(), "small_moe": moe_layer(H=48)})
+    assert fp8.convert_to_float8(m, "blockwise", verbose=False) == ["toy.up", "moe.expert_gemm"]
+    assert type(m.small_moe.expert_gemm) is moe.ExpertGEMM and type(m.toy.narrow) is nn.Linear
+    assert fp8.convert_to_float8(m, "off") == [] and fp8.convert_to_float8(m, None) == []
 
 
-def tiny_model():
-    """A tiny GPT (one dense block, one MoE block) if model.py provides it, else Linears."""
-    try:
-        from model import GPT, GPTConfig
-        cfg = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_kv_head=2, n_embd=128,
-                        mlp_hidden=256, n_routed_experts=4, n_experts_per_tok=2, moe_hidden=128,
-                        n_shared_experts=1, n_dense_layers=1)
-        return GPT(cfg), lambda mdl, idx, tgt: mdl(idx, tgt)[1], True
-    except Exception:  # model.py missing or different: the FP8 layers are what is under test
-        emb = nn.Embedding(64, 128)
-        net = nn.Sequential(emb, nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 128), nn.Linear(128, 64))
-        return net, lambda mdl, idx, tgt: F.cross_entropy(mdl(idx).flatten(0, 1), tgt.flatten()), False
+def tiny_moe_gpt():
+    """A tiny GPT, one dense block and one MoE block, every FP8-able size a multiple of 128."""
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_kv_head=2, n_embd=128,
+                         mlp_hidden=256, n_routed_experts=4, n_experts_per_tok=2, moe_hidden=128,
+                         n_shared_experts=1, n_dense_layers=1))
 
 
 @pytest.mark.parametrize("recipe", fp8.RECIPES)
-def test_converted_model_trains(recipe):
-    torch.manual_seed(0)
-    model, loss_fn, is_gpt = tiny_model()
+def test_converted_model_trains(recipe, monkeypatch):
+    model = tiny_moe_gpt()
     converted = fp8.convert_to_float8(model, recipe, verbose=False)
-    assert len(converted) >= 2
-    if is_gpt:
-        assert "lm_head" not in converted and any(c.endswith("experts") for c in converted)
+    assert "lm_head" not in converted and "blocks.1.mlp.expert_gemm" in converted
+    assert "blocks.1.mlp.shared.w1" in converted and "blocks.0.mlp.w1" in converted
+    ran = spy_paths(monkeypatch)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    idx = torch.randint(0, 64, (4, 16))
+    moe.attach_bias_update(opt, model)
+    idx = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
     tgt = torch.roll(idx, -1, dims=1)                             # a learnable fixed batch
     losses = []
     for _ in range(8):
-        loss = loss_fn(model, idx, tgt)
+        loss = model(idx, tgt)[1]
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    assert ran == ["_grouped"] * 8                                # FP8 keeps the grouped dispatch
     assert all(torch.isfinite(torch.tensor(losses))), losses
     assert losses[-1] < losses[0] - 0.1, losses
+    assert model.blocks[1].mlp.last_load.sum() == 4 * 16 * 2      # the step hook ran
 
+
+# ---------------------------------------------------------------------------------------------
+# the MoE's expert GEMMs in FP8
+
+@pytest.mark.parametrize("recipe", fp8.RECIPES)
+def test_fp8_expert_gemm_runs_one_fp8_gemm_per_group(recipe):
+    """Float8ExpertGEMM on a jagged buffer: every group's three GEMMs within the FP8 bound of
+    that group alone (each expert's weight and each group's rows quantized on their own)."""
+    g = torch.Generator().manual_seed(3)
+    ends = [40, 40, 140, 157]                                     # an empty group; odd sizes
+    E, O, I = 4, 256, 128
+    a = torch.randn(157, I, generator=g).requires_grad_()
+    w = (torch.randn(E, O, I, generator=g) * 0.05).requires_grad_()
+    dy = torch.randn(157, O, generator=g) * 1e-3
+    y = fp8.Float8ExpertGEMM(I, O, recipe)(a, w, torch.tensor(ends, dtype=torch.int32))
+    y.backward(dy)
+    spec = fp8._SPEC[recipe]
+    dt = {k: (spec[k][0][1], spec[k][1][1]) for k in spec}        # (left, right) fp8 dtypes
+    for e, (s, t) in enumerate(zip([0] + ends[:-1], ends)):
+        if s == t:
+            assert (w.grad[e] == 0).all()
+            continue
+        x64, w64, dy64 = a[s:t].detach().double(), w[e].detach().double(), dy[s:t].double()
+        for got, ref, bound in [(y[s:t], x64 @ w64.t(), gemm_bound(x64, w64, *dt["fwd"])),
+                                (a.grad[s:t], dy64 @ w64, gemm_bound(dy64, w64.t(), *dt["dgrad"])),
+                                (w.grad[e], dy64.t() @ x64, gemm_bound(dy64.t(), x64.t(), *dt["wgrad"]))]:
+            err = (got.double() - ref).abs()
+            assert (err <= bound).all() and err.max() > 1e-4 * ref.abs().max(), (e, (err / bound).max())
+
+
+def moe_fp8_reference(m, x, spec):
+    """The per-token fp64 MoE (routing in plain Python, test_moe.ref_choose) -> y (N, C), an
+    elementwise bound on an FP8 run of it (each expert GEMM within gemm_bound of its group's
+    rows, carried through silu(a1) * a3, silu being 1.0998-Lipschitz, and the w2 GEMM, summed
+    over K), and the same MoE with each group's GEMM operands rounded by fp8.quantize as the
+    recipe says (the FP8 arithmetic exactly, but for fp32 accumulation)."""
+    (ga, da), (gb, db) = spec
+    X = x.reshape(-1, x.shape[-1])                                # (N, C) fp64
+    s = torch.sigmoid(X @ m.gate.t())                             # (N, E)
+    cfg = make_cfg(n_embd=X.shape[1])
+    choices = [ref_choose(row.tolist(), m.expert_bias.tolist(), cfg) for row in s]
+    ref, bound, emulated = torch.zeros_like(X), torch.zeros_like(X), torch.zeros_like(X)
+
+    def q(t, gran, dtype):
+        return fp8.dequantize(*fp8.quantize(t, gran, dtype), gran, torch.float64)
+
+    def q_mm(a, w):
+        return q(a, ga, da) @ q(w, gb, db).t()
+    for e in range(m.E):
+        toks = [t for t, c in enumerate(choices) if e in c]
+        if not toks:
+            continue
+        gw = torch.stack([s[t, e] / s[t, choices[t]].sum() * cfg.route_scale for t in toks])[:, None]
+        Xe, w1, w3, w2 = X[toks], m.w1[e].double(), m.w3[e].double(), m.w2[e].double()
+        a1, a3 = Xe @ w1.t(), Xe @ w3.t()                          # (n_e, H)
+        e1, e3 = gemm_bound(Xe, w1, da, db), gemm_bound(Xe, w3, da, db)
+        u = F.silu(a1) * a3
+        du = 1.0998 * e1 * (a3.abs() + e3) + F.silu(a1).abs() * e3
+        v, dv = u * gw, du * gw                                   # routing weight folded in
+        ref[toks] += v @ w2.t()
+        bound[toks] += dv @ w2.abs().t() + gemm_bound(v.abs() + dv, w2, da, db)
+        emulated[toks] += q_mm(F.silu(q_mm(Xe, w1)) * q_mm(Xe, w3) * gw, w2)
+    return ref, bound, emulated
+
+
+@pytest.mark.parametrize("recipe", fp8.RECIPES)
+def test_fp8_moe_is_grouped_and_within_the_bound_of_fp64(recipe, monkeypatch):
+    """An FP8-converted MoE layer runs the grouped dispatch, equals the per-token fp64 reference
+    within the FP8 bound (and the per-token FP8 arithmetic to fp32 accumulation), and computes
+    the same function as its loop dispatch (the same FP8 GEMMs on the same rows: only the order
+    of the K-sum differs)."""
+    m = make_moe(bias=SKEW, n_embd=128, moe_hidden=128, n_shared_experts=0)
+    with torch.no_grad():
+        for p in (m.w1, m.w3, m.w2):
+            p.mul_(0.2)
+    assert fp8.convert_to_float8(m, recipe, verbose=False) == ["expert_gemm"]
+    ran = spy_paths(monkeypatch)
+    x = torch.randn(2, 16, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    y = m(x.requires_grad_()).view(-1, 128)
+    assert ran == ["_grouped"]
+    ref, bound, emulated = moe_fp8_reference(m, x.detach(), fp8._SPEC[recipe]["fwd"])
+    err = (y.detach() - ref).abs()
+    assert (err <= bound).all(), (err / bound).max()
+    assert err.max() > 1e-3 * ref.abs().max()                     # FP8 really was used
+    assert (y.detach() - emulated).norm() < 1e-4 * emulated.norm()  # fp32 sums: 3e-7 measured
+    gx, gw = torch.autograd.grad(y.square().sum(), [x, m.w1])
+    m.dispatch = "loop"
+    y_loop = m(x).view(-1, 128)
+    assert ran == ["_grouped", "_loop"]
+    assert (y.detach() - y_loop).abs().max() <= 1e-12 * ref.abs().max()
+    gx_loop, gw_loop = torch.autograd.grad(y_loop.square().sum(), [x, m.w1])
+    torch.testing.assert_close(gx, gx_loop, rtol=1e-9, atol=0)
+    torch.testing.assert_close(gw, gw_loop, rtol=1e-9, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# which devices run what
 
 def test_fp8_supported_and_default():
     assert fp8.fp8_supported("cpu", "blockwise")[0]
@@ -370,3 +495,18 @@ def test_fp8_supported_and_default():
     ok, why = fp8.fp8_supported("cpu", "nope")
     assert not ok and "tensorwise" in why
     assert fp8.default_recipe("cpu") == "off"
+
+
+@pytest.mark.parametrize("recipe,cc,cuda,ok", [
+    ("tensorwise", (8, 9), "12.4", True), ("tensorwise", (8, 6), "12.4", False),
+    ("rowwise", (9, 0), "12.1", True), ("rowwise", (8, 0), "12.9", False),
+    ("blockwise", (9, 0), "12.9", True), ("blockwise", (9, 0), "12.8", False),
+    ("blockwise", (9, 0), "13.0", True), ("blockwise", (10, 0), "12.9", False), ("blockwise", (8, 9), "12.9", False)])
+def test_fp8_supported_on_cuda_reads_capability_and_version(recipe, cc, cuda, ok, monkeypatch):
+    """The CUDA rules of fp8_supported / default_recipe, with the GPU faked (none here)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cc)
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    assert fp8.fp8_supported("cuda", recipe)[0] == ok
+    if recipe == "blockwise":
+        assert fp8.default_recipe("cuda") == ("blockwise" if ok else "off")
