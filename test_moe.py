@@ -114,7 +114,7 @@ def set_dispatch(m, name):
 
 @pytest.mark.parametrize("dispatch", list(SEAMS))
 @pytest.mark.parametrize("score_func", ["sigmoid", "softmax"])
-@pytest.mark.parametrize("groups", [(1, 1), (4, 2)])
+@pytest.mark.parametrize("groups", [(1, 1), (4, 2), (2, 1)])  # groups of 2 and 4 experts
 @pytest.mark.parametrize("shared", [0, 2])
 def test_matches_per_token_reference_fp64(dispatch, score_func, groups, shared):
     kw = dict(score_func=score_func, n_expert_groups=groups[0], n_limited_groups=groups[1],
@@ -185,6 +185,10 @@ def test_pad_groups_layout_by_hand():
     pos, offs, P = moe._pad_groups(torch.tensor([3, 0, 9, 1]), 13, 8)
     assert P == 48 and offs.dtype == torch.int32 and offs.tolist() == [8, 16, 32, 48]
     assert pos.tolist() == [0, 1, 2] + list(range(16, 25)) + [32]
+    # a group of exactly 8 rows takes one block, of 7 one block: P = 32 + 6 * 8 = 80
+    pos, offs, P = moe._pad_groups(torch.tensor([3, 0, 9, 1, 8, 7]), 28, 8)
+    assert P == 80 and offs.tolist() == [8, 16, 32, 40, 48, 80]
+    assert pos.tolist() == [0, 1, 2] + list(range(16, 25)) + [32] + list(range(40, 48)) + list(range(48, 55))
     pos, offs, P = moe._pad_groups(torch.tensor([9, 3, 0, 5]), 17, 1)  # the CPU: no padding
     assert pos is None and offs.dtype == torch.int32 and offs.tolist() == [9, 12, 12, 17] and P == 17
 
@@ -210,6 +214,39 @@ def test_row_align_is_16_bytes_only_where_cuda_runs_the_grouped_kernel():
     assert seam.row_align(on("cuda", torch.bfloat16), torch.zeros(4, 8, 12)) == 1  # 24-byte rows
     assert seam.row_align(on("cpu", torch.bfloat16), w) == 1
     assert moe._grouped_mm_ok(torch.zeros(5, 16), w) and not moe._grouped_mm_ok(torch.zeros(5, 16).to("meta"), w)
+
+
+class Record(moe.ExpertGEMM):
+    """The default seam, keeping what each grouped GEMM was given."""
+
+    def forward(self, a, w, offs):
+        self.calls = getattr(self, "calls", []) + [(a.detach().clone(), offs.clone())]
+        return super().forward(a, w, offs)
+
+
+def test_buffer_holds_each_experts_tokens_in_token_order():
+    """A stable sort: group e holds the tokens that chose e, in token order, the same rows in
+    the same order as the loop's x[tok] (so FP8 quantizes the same tensors on either path)."""
+    m = make_moe(n_routed_experts=8, n_experts_per_tok=3)  # 1,200 pairs: argsort(stable=False) reorders
+    m.expert_gemm = Record(12, 6)
+    x = torch.randn(4, 100, 12, dtype=torch.float64)
+    m(x)
+    a, offs = m.expert_gemm.calls[0]
+    idx = m.route(x.view(-1, 12))[0]
+    ends = offs.tolist()
+    for e, (s, t) in enumerate(zip([0] + ends[:-1], ends)):
+        tok = torch.where((idx == e).any(1))[0]  # ascending
+        assert torch.equal(a[s:t], x.view(-1, 12)[tok]), e
+
+
+def test_config_rules():
+    MoE(make_cfg(n_expert_groups=4, n_limited_groups=1, n_experts_per_tok=2))  # K = 1 group of 2: ok
+    with pytest.raises(AssertionError):
+        MoE(make_cfg(n_expert_groups=3, n_limited_groups=1))  # 8 experts in 3 groups
+    with pytest.raises(AssertionError):
+        MoE(make_cfg(n_expert_groups=4, n_limited_groups=1, n_experts_per_tok=3))  # 3 of 2 allowed
+    with pytest.raises(AssertionError):
+        MoE(make_cfg(moe_dispatch="batched"))
 
 
 def test_deterministic():
@@ -328,7 +365,8 @@ def test_load_stats_layers():
     cfg = make_cfg()
     model = nn.Sequential(MoE(cfg), nn.Linear(12, 12), MoE(cfg))
     assert load_stats(nn.Linear(3, 3)) == {}
-    assert load_stats(model)["moe.max_mean"] == 0.0  # before the first step
+    before = load_stats(model)  # before the first step
+    assert before["moe.max_mean"] == 0.0 and before["moe0.dead"] == before["moe1.dead"] == 0
     model[0].tokens_per_expert.copy_(torch.tensor([4., 4, 4, 4, 4, 4, 4, 4]))
     model[2].tokens_per_expert.copy_(torch.tensor([16., 8, 8, 0, 0, 0, 0, 0]))
     update_bias(model)
