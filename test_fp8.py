@@ -10,6 +10,8 @@ most e_a (|b| + e_b) + |a| e_b, and fp32 accumulation adds gamma_K sum |a b| (Hi
 The scale s of an element is at most amax(tensor)/fp8_max for every granularity, so the test
 uses that (looser for fine granularities, but independent of the code under test).
 """
+import types
+
 import pytest
 import torch
 import torch.nn as nn
@@ -202,6 +204,26 @@ def test_dtypes_shapes_and_bias():
         assert torch.isfinite(f(x.detach().float())).all()
     empty = fp8.fp8_linear(torch.randn(0, 128), lin.weight, "rowwise")  # an expert with no tokens
     assert empty.shape == (0, 256)
+    assert fp8.Float8Linear(128, 256).bias is not None                # nn.Linear's defaults
+
+
+def test_gradients_only_where_asked():
+    """A frozen weight still passes dx back; an input that needs none still gives dW."""
+    x, w = torch.randn(32, 128), torch.randn(256, 128)
+    for needs in ((True, False), (False, True)):
+        xa, wa = x.clone().requires_grad_(needs[0]), w.clone().requires_grad_(needs[1])
+        fp8.fp8_linear(xa, wa, "rowwise").sum().backward()
+        assert (xa.grad is not None, wa.grad is not None) == needs
+        for t in (xa, wa):
+            if t.grad is not None:
+                assert t.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("gran", fp8.GRANULARITIES)
+def test_dequantize_reads_the_granularity_from_the_scales(gran):
+    x = mixed(200, 256, seed=5)                  # 1x128 scales (200, 2): no shape is ambiguous
+    q, s = fp8.quantize(x, gran)
+    assert torch.equal(fp8.dequantize(q, s), fp8.dequantize(q, s, gran))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,9 +339,19 @@ def test_hopper_path_runs_up_to_the_device(recipe, monkeypatch):
     fp8.fp8_linear(x, w, recipe).sum().backward()
     assert len(calls) == 3 and len(checks) == 3                   # fwd, dgrad, wgrad; all checked
     shapes = [(100, 384), (100, 256), (384, 256)]
+    kernels = []                                                   # and with what accumulation
+
+    def spy(real):
+        def run(*args, **kwargs):
+            kernels.append(kwargs)
+            return real(*args, **kwargs)
+        return run
+    monkeypatch.setattr(torch, "_scaled_mm", spy(torch._scaled_mm))
+    monkeypatch.setattr(F, "scaled_mm", spy(F.scaled_mm))
     for (qa, sa, ga, qb, sb, gb), shape in zip(calls, shapes):
         out = orig_mm(meta(qa), meta(sa), ga, meta(qb), meta(sb), gb)
         assert out.device.type == "meta" and tuple(out.shape) == shape and out.dtype == torch.bfloat16
+    assert len(kernels) == 3 and all(k["use_fast_accum"] is False for k in kernels)  # §3.3.2: fp32 sums
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +385,9 @@ def test_convert_reports_and_skips(capsys):
     seam, up = m.moe.expert_gemm, m.toy.up                          # converting again: new recipe,
     assert fp8.convert_to_float8(m, "rowwise", verbose=False) == got  # same modules
     assert m.moe.expert_gemm is seam and seam.recipe == up.recipe == "rowwise" and m.toy.up is up
+    m = nn.ModuleDict({"toy": Toy(), "moe": moe_layer(), "small_moe": moe_layer(H=48)})
+    got = fp8.convert_to_float8(m, "tensorwise", skip=("toy.up", "narrow", "moe.*"), verbose=False)
+    assert got == ["small_moe.expert_gemm"]                        # a full name, a last part, a glob
     m = nn.ModuleDict({"toy": Toy(), "moe": moe_layer(), "small_moe": moe_layer(H=48)})
     assert fp8.convert_to_float8(m, "blockwise", verbose=False) == ["toy.up", "moe.expert_gemm"]
     assert type(m.small_moe.expert_gemm) is moe.ExpertGEMM and type(m.toy.narrow) is nn.Linear
@@ -418,6 +453,16 @@ def test_fp8_expert_gemm_runs_one_fp8_gemm_per_group(recipe):
                                 (w.grad[e], dy64.t() @ x64, gemm_bound(dy64.t(), x64.t(), *dt["wgrad"]))]:
             err = (got.double() - ref).abs()
             assert (err <= bound).all() and err.max() > 1e-4 * ref.abs().max(), (e, (err / bound).max())
+
+
+def test_fp8_expert_gemm_needs_no_row_alignment():
+    """Each group is quantized into a buffer of its own, so no group needs CUDA's 16-byte row
+    offsets (which the bf16 grouped kernel does: 8 rows)."""
+    a = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda"), dtype=torch.bfloat16,
+                              element_size=lambda: 2)
+    w = torch.zeros(4, 128, 128)
+    assert moe.ExpertGEMM(128, 128).row_align(a, w) == 8
+    assert fp8.Float8ExpertGEMM(128, 128, "blockwise").row_align(a, w) == 1
 
 
 def moe_fp8_reference(m, x, spec):
