@@ -15,6 +15,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -214,10 +215,10 @@ def bench_fp8():
     (every token of a fixed held-out set) and, as a cross-check, on the mean training loss of
     the last 50 steps. Two more unquantized runs say how far fp32 runs land apart anyway, the
     noise a gap has to be read against: `off_loop` changes only the order of floating-point
-    sums (the MoE's loop dispatch, which the FP8 runs use; the same function as the grouped
-    one), `off_seed2` the init and batch order (--train_seed 2). Six runs, ~1.5 hours on 2
-    cores; a finished run is reused (rm -r out/bench_fp8 to redo). BENCH_FP8_ITERS shortens them."""
-    import subprocess
+    sums (the MoE's loop dispatch, the same function as the grouped one that every other run,
+    FP8 included, uses), `off_seed2` the init and batch order (--train_seed 2). Six runs, ~1.5
+    hours on 2 cores; a finished run is reused (rm -r out/bench_fp8 to redo). BENCH_FP8_ITERS
+    shortens them."""
     iters = os.environ.get("BENCH_FP8_ITERS")
     runs = {r: [] for r in ("off",) + fp8.RECIPES}
     runs.update(off_loop=["--moe_dispatch", "loop"], off_seed2=["--train_seed", "2"])

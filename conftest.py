@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import verify
 
@@ -31,3 +32,14 @@ def verify_worker():
     for its start-up (a sympy import)."""
     assert verify.WORKER.ask("sleep", (0,), deadline_s=120) == "no"  # a no-op round trip
     return verify.WORKER
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny tensors: a second thread only adds synchronisation,
+    which costs a lot on a busy 2-core machine (31 s instead of 8 s measured for test_fp8.py).
+    Not autouse: a module asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

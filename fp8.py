@@ -5,7 +5,7 @@ and swapping the eligible layers of a model.
 A library module: `train.py --fp8 {off,tensorwise,rowwise,blockwise}` calls
 `convert_to_float8(model, recipe)` once after building the model (before the optimizer);
 `fp8_supported(device, recipe)` says whether a recipe can run there. Check it with
-`python -m pytest tests_fp8.py`; time it with `python bench.py fp8`.
+`python -m pytest test_fp8.py`; time it with `python bench.py fp8`.
 
 WHAT HAS AND HAS NOT RUN ON A GPU: nothing in this file has run on a GPU; none was available.
 Verified on CPU (torch 2.13): the tensorwise and rowwise GEMMs through `torch._scaled_mm`'s
@@ -47,8 +47,12 @@ Recipes (operand granularities, left x right):
               The paper's recipe; cuBLAS runs it on sm90 only (torch: F.scaled_mm with
               ScalingType.BlockWise1x128 / BlockWise128x128, cuBLASLt >= 12.9).
 
+MoE experts: moe.py runs every expert GEMM through one seam, `moe.ExpertGEMM`; conversion
+swaps it for `Float8ExpertGEMM`, which runs the grouped dispatch's jagged buffer as one
+fp8_linear per expert group (so the experts' three GEMMs are FP8, per expert, on every device).
+
 Stays in high precision, per §3.3.1: the embedding, the output head (`lm_head`, skipped by
-name), the MoE router (moe.py keeps it a raw parameter; a Linear that looks like a router is
+name), the MoE router (moe.py keeps it a raw parameter; a Linear named gate or router is
 skipped too), norms, attention's softmax path; master weights, weight gradients and optimizer
 state; the values returned by fp8_linear (input dtype) and its gradients (input / weight dtype).
 
@@ -73,13 +77,15 @@ Deliberate differences from the paper:
 
 Letters in shape comments: S tokens (all leading dims flattened), I in_features, O out_features;
 a GEMM is (M, K) x (K, N) -> (M, N); Kb = ceil(K/128) tiles along K, L4 = Kb rounded up to 4;
-E experts of an MoE layer, H expert hidden size, C model width.
+E experts of an MoE layer, P rows of its expert-sorted buffer.
 """
 import fnmatch
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import moe
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 FP8_MAX = {E4M3: 448.0, E5M2: 57344.0}
@@ -315,6 +321,28 @@ class Float8Linear(nn.Linear):
         return f"{super().extra_repr()}, recipe={self.recipe}"
 
 
+class Float8ExpertGEMM(moe.ExpertGEMM):
+    """moe.ExpertGEMM with all three GEMMs of every expert in FP8: the grouped dispatch's jagged
+    buffer runs as one fp8_linear per expert group, each with that expert's weight quantized by
+    the recipe from its master dtype (why a loop and not a grouped kernel: moe.py's docstring)."""
+
+    def __init__(self, dim, hidden, recipe="blockwise"):
+        super().__init__(dim, hidden)
+        self.recipe = recipe
+
+    def linear(self, a, w):
+        return fp8_linear(a, w, self.recipe)
+
+    def row_align(self, a, w):
+        return 1  # fp8_linear quantizes each group into a buffer of its own
+
+    def forward(self, a, w, offs):                      # a (P, I) in E groups, w (E, O, I)
+        return self.per_group(a, w, offs)               # (P, O)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, recipe={self.recipe}"
+
+
 # ----------------------------------------------------------------------------------------------
 # converting a model; which devices can run what
 
@@ -324,43 +352,33 @@ def _eligible(out_f, in_f, recipe):
 
 
 def convert_to_float8(model, recipe, skip=("lm_head",), verbose=True):
-    """Swap eligible nn.Linear layers for Float8Linear (in place) and turn on FP8 in MoE layers
-    (any module with an `fp8_recipe` attribute and stacked experts w1 (E, H, C)). Layers whose
-    name or last name part matches a `skip` pattern (fnmatch) stay, as does any Linear that looks
-    like a router (named gate/router, or a direct child of an MoE with E outputs), and so do
-    embeddings, norms and everything else that is not an nn.Linear. Returns converted names."""
+    """Swap, in place, eligible nn.Linear layers for Float8Linear and each MoE layer's expert
+    seam (moe.ExpertGEMM) for Float8ExpertGEMM. Stay in high precision: layers whose name or
+    last name part matches a `skip` pattern (fnmatch), Linears named gate/router (routers,
+    §3.3.1), layers whose sizes CUDA's FP8 GEMMs refuse, and everything that is neither (the
+    embedding, norms, moe.py's raw gate parameter). Returns the converted names."""
     if recipe in (None, "off"):
         return []
     assert recipe in RECIPES, f"unknown fp8 recipe {recipe!r}; choose from {RECIPES}"
     converted, skipped = [], []
     for pname, parent in list(model.named_modules()):
-        is_moe = hasattr(parent, "fp8_recipe") and hasattr(parent, "w1")
-        n_experts = parent.w1.shape[0] if is_moe else None
-        if n_experts is not None:                      # the MoE: its experts run fp8_linear
-            E, H, C = parent.w1.shape
-            ok, why = _eligible(H, C, recipe)
-            if ok:
-                parent.fp8_recipe = recipe
-                converted.append(f"{pname}.experts")
-            else:
-                skipped.append((f"{pname}.experts", why))
         for cname, child in list(parent.named_children()):
             name = f"{pname}.{cname}" if pname else cname
-            if not isinstance(child, nn.Linear):
+            if isinstance(child, moe.ExpertGEMM):
+                ok, why = _eligible(child.hidden, child.dim, recipe)
+            elif isinstance(child, nn.Linear):
+                ok, why = _eligible(child.out_features, child.in_features, recipe)
+            else:
                 continue
             pat = next((p for p in skip if fnmatch.fnmatch(name, p) or fnmatch.fnmatch(cname, p)), None)
-            ok, why = _eligible(child.out_features, child.in_features, recipe)
             if pat is not None:
                 skipped.append((name, f"matches skip pattern {pat!r} (kept high precision)"))
-            elif cname in ("gate", "router") or child.out_features == n_experts:
+            elif cname in ("gate", "router"):
                 skipped.append((name, "looks like an MoE router (kept high precision, §3.3.1)"))
             elif not ok:
                 skipped.append((name, why))
-            elif isinstance(child, Float8Linear):
-                child.recipe = recipe
-                converted.append(name)
             else:
-                setattr(parent, cname, Float8Linear.from_linear(child, recipe))
+                setattr(parent, cname, _to_float8(child, recipe))
                 converted.append(name)
     if verbose:
         print(f"fp8 {recipe}: converted {len(converted)} layer(s): {', '.join(converted) or '-'}")
@@ -368,6 +386,16 @@ def convert_to_float8(model, recipe, skip=("lm_head",), verbose=True):
             print(f"fp8 {recipe}: kept {name}: {why}")
         print(f"fp8 {recipe}: embeddings, norms and other non-Linear modules stay high precision")
     return converted
+
+
+def _to_float8(layer, recipe):
+    """The FP8 twin of an nn.Linear or moe.ExpertGEMM (an FP8 one gets the new recipe)."""
+    if isinstance(layer, (Float8Linear, Float8ExpertGEMM)):
+        layer.recipe = recipe
+        return layer
+    if isinstance(layer, moe.ExpertGEMM):
+        return Float8ExpertGEMM(layer.dim, layer.hidden, recipe).train(layer.training)
+    return Float8Linear.from_linear(layer, recipe)
 
 
 def fp8_supported(device, recipe="blockwise"):

@@ -68,8 +68,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-import moe
-
 LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 
 
@@ -345,7 +343,6 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
             opt.step()
             opt.zero_grad(set_to_none=True)
-            moe.update_bias(model)
     t4 = time.time()
 
     n_tok = max(1.0, agg.pop("tokens"))

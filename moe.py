@@ -1,15 +1,15 @@
 """
 moe.py -- DeepSeekMoE: router, routed + shared experts, token dispatch, load balancing.
 
-A library module: `model.py` puts `MoE(cfg)` where a dense block has its MLP, and `train.py`
-calls `update_bias(model)` after every optimizer step and logs `load_stats(model)`.
-Check it with `python -m pytest tests_moe.py` (every path against a per-token fp64 loop);
-time it with `python bench.py moe` (the figures of bench.py's `moe` group).
+A library module: `model.py` puts `MoE(cfg)` where a dense block has its MLP; `train.py` calls
+`attach_bias_update(optimizer, model)` once, where it builds the optimizer, and logs
+`load_stats(model)`. Check it with `python -m pytest test_moe.py` (every path against a
+per-token fp64 loop); time it with `python bench.py moe` (the figures of bench.py's `moe` group).
 
 Letters used in shape comments:
   B batch, T time, C model width (n_embd), N = B*T tokens, E routed experts,
   K experts per token, S shared experts, H hidden size of one expert, G expert groups,
-  M = N*K (token, expert) pairs, P >= M rows of a padded grouped-GEMM buffer.
+  M = N*K (token, expert) pairs, P >= M rows of the (padded on CUDA) grouped-GEMM buffer.
 
 Routing (DeepSeek-V3 report §2.1.2, eq. 12-16). The affinity of token u to expert i is
 s_i = sigmoid(u . e_i), e_i a row of the raw (E, C) `gate` parameter. The gate is not an
@@ -27,47 +27,55 @@ a 0 would then beat a legitimate expert.
 
 Balancing. (1) Auxiliary-loss-free (§2.1.2): every training forward adds its token counts to
 `tokens_per_expert`; after the optimizer step `update_bias` moves b_i by gamma toward balance,
-+gamma if expert i was under the mean load, -gamma if over. Counting every forward of the step
-makes gradient accumulation see the whole step. (2) The complementary sequence-wise balance
-loss (eq. 17-20) with a small alpha: L = alpha * sum_i f_i P_i per sequence, f_i the share of
-the sequence's tokens routed to i (times E/K), P_i its mean normalised affinity. The gradient
-flows only through P. `self.aux_loss` holds it after each forward.
++gamma if expert i was under the mean load, -gamma if over. It runs as an optimizer step
+post-hook (`attach_bias_update`; torchtitan hooks its update onto the optimizer too), so it
+runs once per step whatever the loop, and counting every forward of the step makes gradient
+accumulation see the whole step. (2) The complementary sequence-wise balance loss (eq. 17-20)
+with a small alpha: L = alpha * sum_i f_i P_i per sequence, f_i the share of the sequence's
+tokens routed to i (times E/K), P_i its mean normalised affinity. The gradient flows only
+through P. `self.aux_loss` holds it after each forward.
 
 Dispatch. No capacity factor and no token dropping (§2.1.2). The M (token, expert) pairs are
-sorted by expert (stable), the tokens gathered into that order, and each of the three weight
-matrices runs as one `torch._grouped_mm`. Its rules, from the torch source and checked by
-experiment (torch 2.13): every operand stride a multiple of 16 bytes on every device (fp32:
-C and H multiples of 4); fp32/bf16/fp16 only (fp64 is refused); output rows past offs[-1]
-are left uninitialised. Two layouts of the sorted rows:
-- jagged (the default): one (M, C) buffer, offs = where each expert's rows end. CUDA runs a
-  grouped CUTLASS kernel for bf16 on sm90/sm100 (others get torch's per-group loop); its
-  weight-gradient GEMM slices rows at the offsets, so each group must start on a 16-byte
-  boundary (8 bf16 rows; torchtitan pads alike): groups are padded with zero rows. An empty
-  group gets one block of zeros, as empty groups gave garbage weight gradients on B200
-  (pytorch issue #172439). The padded size is fixed without reading counts on the host (no
-  GPU sync) and its slack goes to the last group, so offs[-1] equals the rows allocated.
-  The CPU runs the groups as a loop of GEMMs and needs no row alignment: there the buffer is
-  exactly M rows, unpadded, and the GEMMs alone take 0.65-0.74 of the naive loop's time at
-  the bench shape (`moe.gemm_floor_vs_loop`): the most any dispatch can save on this CPU.
-- batched (`gemm_layout='batched'`): experts padded with zero rows to the busiest one,
-  (E, cap, C), one 3-D `_grouped_mm` (a bmm). It spends FLOPs on padding (9% at the bench
-  shape) and measured slower than jagged on a quiet 2-core CPU at both bench shapes. It once
-  measured faster on a box shared with other jobs, where each of the jagged form's E OpenMP
-  regions may wait a scheduler tick for its second thread.
-Zero rows give zero outputs and zero gradients; no row is ever past the last offset. Where
-`_grouped_mm` can't run (fp64, unaligned sizes, other devices) the same buffers go through
-plain matmuls, one per group when jagged.
+sorted by expert (stable), the tokens gathered into that order in one jagged buffer (offs =
+where each expert's rows end), and each of the three weight matrices runs as one grouped GEMM
+through `expert_gemm`, the seam below. Unconverted, that is `torch._grouped_mm`. Its rules,
+from the torch source and checked by experiment (torch 2.13): every operand stride a multiple
+of 16 bytes on every device (fp32: C and H multiples of 4); fp32/bf16/fp16 only (fp64 is
+refused); output rows past offs[-1] are left uninitialised. CUDA runs a grouped CUTLASS
+kernel for bf16 on sm90/sm100 (others get torch's per-group loop); its weight-gradient GEMM
+slices rows at the offsets, so each group must start on a 16-byte boundary (8 bf16 rows;
+torchtitan pads alike): there groups are padded with zero rows. An empty group gets one block
+of zeros, as empty groups gave garbage weight gradients on B200 (pytorch issue #172439). The
+padded size is fixed without reading counts on the host (no GPU sync) and its slack goes to
+the last group, so offs[-1] equals the rows allocated. The CPU runs the groups as a loop of
+GEMMs and needs no row alignment: there the buffer is exactly M rows, unpadded, and the GEMMs
+alone take 0.47-0.74 of the naive loop's time at the bench shape over our runs
+(`moe.gemm_floor_vs_loop`): the most any dispatch can save on a CPU. Zero rows give zero
+outputs and zero gradients; no row is ever past the last offset. Where `_grouped_mm` can't
+run (fp64, unaligned sizes, other devices) the same buffer goes through one matmul per group.
 Combine: out_t = sum_k g_tk y_tk. The weight g is folded into the hidden activation before
-w2 (w2 is linear, so it is the same function; with H <= C it is the cheaper place). A
-scatter-add of M rows into N (index_add_) runs atomics on CUDA, so its summation order is
-not fixed. Instead each token reads its K rows back (a gather) and sums them in a fixed
-order: the same scatter-add, bitwise deterministic on every device. Dispatch and combine
-are each other's transpose, so `_Shuffle` uses each as the other's backward: only gathers
-and copies to distinct rows. (The stock backward of x[order // K] accumulates repeated
-indices, which torch documents as nondeterministic even on CPU, and index_add_ took 88 ms
-against 8 ms for a gather of 8192x512 on our 2-thread CPU.)
-`moe_dispatch='loop'` is the naive reference (per expert: find its tokens, run, add); it also
-runs the experts when FP8 is on (`fp8_recipe` set), one `fp8.fp8_linear` per expert GEMM.
+w2 (w2 is linear, so it is the same function; with H <= C it is the cheaper place), in both
+dispatches, so that under FP8 they quantize the same tensors. A scatter-add of M rows into N
+(index_add_) runs atomics on CUDA, so its summation order is not fixed. Instead each token
+reads its K rows back (a gather) and sums them in a fixed order: the same scatter-add,
+bitwise deterministic on every device. Dispatch and combine are each other's transpose, so
+`_Shuffle` uses each as the other's backward: only gathers and copies to distinct rows. (The
+stock backward of x[order // K] accumulates repeated indices, which torch documents as
+nondeterministic even on CPU, and index_add_ took 88 ms against 8 ms for a gather of
+8192x512 on our 2-thread CPU.)
+`moe_dispatch='loop'` is the naive reference (per expert: find its tokens, run, add).
+
+The seam (torchtitan's `_grouped_mm`, "overridable seam for low-precision variants"). Every
+expert GEMM of both dispatches goes through one module, `ExpertGEMM`: called as
+`expert_gemm(a, w, offs)` by the grouped dispatch, `expert_gemm.linear(a, w[e])` by the loop,
+and `row_align` says where a group may start. Nothing else here knows about precision.
+`fp8.convert_to_float8` swaps it for `fp8.Float8ExpertGEMM`, which runs one `fp8.fp8_linear`
+per expert group of the same jagged buffer: that expert's weight quantized with the recipe,
+all three GEMMs (forward, dgrad, wgrad) in FP8; sorting, gathers and combine stay the grouped
+dispatch's, and no padding is needed (each group is quantized into a buffer of its own). A
+loop, on CPU and CUDA alike, because torch's one FP8 grouped GEMM (`torch._scaled_grouped_mm`)
+is CUDA-only and takes rowwise (sm90) or MX (sm100) scales: neither tensorwise nor the
+1x128 / 128x128 blockwise recipe. The loop reads offs on the host (a GPU sync).
 
 Deliberate differences from the paper: biases are re-centred to mean zero after each update
 (top-K, group choice included, is unchanged by a common shift; this only stops drift); the
@@ -76,6 +84,8 @@ load we want balanced; the S shared experts are one SwiGLU of hidden S*H (the sa
 as S experts summed); group-limited routing saves no communication here, it is kept so that
 the routing is the paper's.
 """
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -94,50 +104,76 @@ class SwiGLU(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-def _grouped_mm_ok(a, *ws):
-    """Can torch._grouped_mm take these operands? (rules in the module docstring)"""
-    return (hasattr(torch, "_grouped_mm") and a.device.type in ("cpu", "cuda")
-            and a.dtype in (torch.float32, torch.bfloat16, torch.float16)
-            and all(d * a.element_size() % 16 == 0 for w in ws for d in w.shape[1:]))
+def _grouped_mm_ok(a, w):
+    """Can torch._grouped_mm take a (P, in) and w (E, out, in)? (rules in the module docstring)"""
+    return (a.device.type in ("cpu", "cuda") and a.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and all(d * a.element_size() % 16 == 0 for d in w.shape[1:]))
 
 
-def _gmm(a, w, offs, use_gmm):
-    """Rows of group e times w[e]^T, w (E, out, in). Jagged: a (P, in) grouped by offs -> (P, out);
-    batched (offs None): a (E, cap, in) -> (E, cap, out)."""
-    if use_gmm:
-        return torch._grouped_mm(a, w.transpose(-2, -1), offs=offs)
-    if offs is None:
-        return a @ w.transpose(-2, -1)
-    ends = offs.tolist()  # one matmul per group on the same buffer (fp64 tests, odd sizes)
-    return torch.cat([a[s:t] @ w[e].t() for e, (s, t) in enumerate(zip([0] + ends[:-1], ends))])
+class ExpertGEMM(nn.Module):
+    """The seam for the routed experts' GEMMs: rows of group e times w[e]^T (module docstring).
+    No parameters: the MoE owns the weights, so swapping this changes no state-dict key."""
 
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.dim, self.hidden = dim, hidden  # C and H, for fp8.convert_to_float8's size rules
 
-def _slots(counts, starts, M):
-    """Row of each of the M sorted pairs in a padded buffer whose group e starts at starts[e]."""
-    arange = torch.arange(counts.numel(), device=counts.device)
-    expert = torch.repeat_interleave(arange, counts, output_size=M)  # (M,) no GPU sync
-    first = counts.cumsum(0) - counts  # (E,) first sorted row of each expert
-    return torch.arange(M, device=counts.device) - first[expert] + starts[expert]  # (M,)
+    def linear(self, a, w):
+        """One expert: a (n, in), w (out, in) -> (n, out) in a's dtype."""
+        return a @ w.to(a.dtype).t()
+
+    def row_align(self, a, w):
+        """Groups start at multiples of this many rows: CUDA's kernel slices rows at offs."""
+        return 16 // a.element_size() if a.is_cuda and _grouped_mm_ok(a, w) else 1
+
+    def forward(self, a, w, offs):
+        """a (P, in) grouped by offs (E,) int32 group ends, w (E, out, in) -> (P, out)."""
+        w = w.to(a.dtype)
+        if _grouped_mm_ok(a, w):
+            return torch._grouped_mm(a, w.transpose(-2, -1), offs=offs)
+        return self.per_group(a, w, offs)
+
+    def per_group(self, a, w, offs):
+        """`linear` once per group of the jagged buffer (a host read of offs)."""
+        ends = offs.tolist()
+        return torch.cat([self.linear(a[s:t], w[e]) for e, (s, t) in enumerate(zip([0] + ends[:-1], ends))])
+
+    def extra_repr(self):
+        return f"dim={self.dim}, hidden={self.hidden}"
 
 
 def _pad_groups(counts, M, align):
-    """Jagged layout with every group padded to a multiple of `align` rows.
-    counts (E,) -> pos (M,) row of each sorted pair, offs (E,) int32 group ends, P rows."""
+    """The jagged layout with every group padded to a multiple of `align` rows. counts (E,) ->
+    pos (M,) row of each sorted pair (None when align is 1: row i is pair i), offs (E,) int32
+    group ends, and P rows in all."""
+    if align == 1:
+        return None, counts.cumsum(0).int(), M  # offs[-1] == M: nothing past the last group
     E = counts.numel()
     padded = ((counts + align - 1) // align).clamp(min=1) * align  # (E,) empty group: one block
     P = (M + align - 1) // align * align + E * align  # >= sum(padded), known without a sync
     ends = padded.cumsum(0)
     offs = torch.cat([ends[:-1], ends.new_full((1,), P)])  # the last group takes the slack
-    return _slots(counts, ends - padded, M), offs.int(), P
+    expert = torch.repeat_interleave(torch.arange(E, device=counts.device), counts, output_size=M)  # (M,)
+    first = counts.cumsum(0) - counts  # (E,) first sorted pair of each expert
+    pos = torch.arange(M, device=counts.device) - first[expert] + (ends - padded)[expert]  # (M,)
+    return pos, offs.int(), P
 
 
-def _shuffle(x, maps, to_buffer):
+class Dispatch(NamedTuple):
+    """Where the rows go between token order (N rows) and the expert-sorted buffer (P rows)."""
+    token: torch.Tensor  # (M,) token of each sorted pair
+    pos: torch.Tensor | None  # (M,) buffer row of each sorted pair; None: row i is pair i
+    slot_rows: torch.Tensor  # (M,) buffer row of pair n*K + k
+    rows: int  # P
+    K: int
+
+
+def _shuffle(x, d, to_buffer):
     """Token order (N, C) -> expert-sorted buffer (P, C), or back with the K slots summed."""
-    src, pos, slot_rows, P, K = maps
     if to_buffer:
-        xs = x.index_select(0, src)  # (M, C) the token of each sorted pair
-        return xs if pos is None else xs.new_zeros(P, x.shape[1]).index_copy_(0, pos, xs)
-    return x.index_select(0, slot_rows).view(-1, K, x.shape[1]).sum(1)  # (N, C) fixed order
+        xs = x.index_select(0, d.token)  # (M, C)
+        return xs if d.pos is None else xs.new_zeros(d.rows, x.shape[1]).index_copy_(0, d.pos, xs)
+    return x.index_select(0, d.slot_rows).view(-1, d.K, x.shape[1]).sum(1)  # (N, C) fixed order
 
 
 class _Shuffle(torch.autograd.Function):
@@ -146,13 +182,13 @@ class _Shuffle(torch.autograd.Function):
     (the stock backward of a gather: atomics on CUDA, 11x slower than a gather here on CPU)."""
 
     @staticmethod
-    def forward(ctx, x, maps, to_buffer):
-        ctx.maps, ctx.to_buffer = maps, to_buffer  # index tensors, never modified
-        return _shuffle(x, maps, to_buffer)
+    def forward(ctx, x, d, to_buffer):
+        ctx.d, ctx.to_buffer = d, to_buffer  # index tensors, never modified
+        return _shuffle(x, d, to_buffer)
 
     @staticmethod
     def backward(ctx, grad):
-        return _shuffle(grad, ctx.maps, not ctx.to_buffer), None, None
+        return _shuffle(grad, ctx.d, not ctx.to_buffer), None, None
 
 
 class MoE(nn.Module):
@@ -173,14 +209,12 @@ class MoE(nn.Module):
         self.w1 = nn.Parameter(torch.empty(E, H, C))
         self.w3 = nn.Parameter(torch.empty(E, H, C))
         self.w2 = nn.Parameter(torch.empty(E, C, H))
+        self.expert_gemm = ExpertGEMM(C, H)  # the seam FP8 overrides
         self.shared = SwiGLU(C, S * H) if S > 0 else None
         self.register_buffer("expert_bias", torch.zeros(E))  # b of §2.1.2: part of the model
         self.register_buffer("tokens_per_expert", torch.zeros(E), persistent=False)
         self.register_buffer("last_load", torch.zeros(E), persistent=False)  # last step's counts
         self.aux_loss = torch.zeros(())
-        self.fp8_recipe = None  # set by fp8.convert_to_float8
-        self.gemm_layout = "jagged"  # or 'batched' (module docstring)
-        self.group_align = None  # jagged: rows per padded group; None = what the device needs
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -239,66 +273,44 @@ class MoE(nn.Module):
         self.aux_loss = self._seq_aux_loss(scores, idx, B, T) if use_aux else scores.new_zeros(())
         dev = x.device.type  # run the experts in the dtype F.linear would use under autocast
         cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-        xc, weight = xf.to(cdt), weight.to(cdt)
-        if self.fp8_recipe is not None:
-            import fp8  # lazily: moe.py works without it
-            recipe = self.fp8_recipe
-            y = self._loop(xc, idx, weight, lambda a, w: fp8.fp8_linear(a, w, recipe))
-        elif self.dispatch == "loop":
-            y = self._loop(xc, idx, weight, lambda a, w: a @ w.to(a.dtype).t())
-        else:
-            y = self._grouped(xc, idx, weight)
+        run = self._grouped if self.dispatch == "grouped" else self._loop
+        y = run(xf.to(cdt), idx, weight.to(cdt))
         if self.shared is not None:
             y = y + self.shared(xf)
         return y.view(B, T, C)
 
-    def _loop(self, x, idx, weight, linear):
+    def _loop(self, x, idx, weight):
         """The naive reference: per expert, find its tokens, run it, add. (N, C) -> (N, C)"""
+        linear = self.expert_gemm.linear
         out = torch.zeros_like(x)
         for e in range(self.E):
             tok, slot = torch.where(idx == e)  # a token picks e at most once: tok is unique
             if tok.numel() == 0:
                 continue  # no work; its weights get zero gradients
             xe = x[tok]  # (n_e, C)
-            ye = linear(F.silu(linear(xe, self.w1[e])) * linear(xe, self.w3[e]), self.w2[e])
-            out = out.index_add(0, tok, ye.to(x.dtype) * weight[tok, slot, None])
+            h = F.silu(linear(xe, self.w1[e])) * linear(xe, self.w3[e])  # (n_e, H)
+            out = out.index_add(0, tok, linear(h * weight[tok, slot, None], self.w2[e]))
         return out
 
     def _grouped(self, x, idx, weight):
         """Sort pairs by expert, three grouped GEMMs, fixed-order combine. (N, C) -> (N, C)"""
-        (N, C), K, E = x.shape, self.K, self.E
+        N, K, gemm = x.shape[0], self.K, self.expert_gemm
         flat = idx.flatten()  # (M,) expert of pair n*K + k
         order = flat.argsort(stable=True)  # (M,) pairs sorted by expert
-        counts = torch.bincount(flat, minlength=E)  # (E,)
-        w1, w3, w2 = (p.to(x.dtype) for p in (self.w1, self.w3, self.w2))
-        use_gmm = _grouped_mm_ok(x, w1, w2)
-        pos, offs, P = self._layout(counts, N * K, x, use_gmm)
+        counts = torch.bincount(flat, minlength=self.E)  # (E,)
+        pos, offs, P = _pad_groups(counts, N * K, gemm.row_align(x, self.w1))
         inv = order.argsort()  # (M,) sorted position of pair n*K + k
-        maps = (order // K, pos, inv if pos is None else pos[inv], P, K)  # see _shuffle
-        xs = _Shuffle.apply(x, maps, True)  # (P, C) padding rows are zeros
+        d = Dispatch(order // K, pos, inv if pos is None else pos[inv], P, K)
+        xs = _Shuffle.apply(x, d, True)  # (P, C) padding rows are zeros
         w = weight.flatten()[order]  # (M,) routing weight of each sorted pair
         if pos is not None:
             w = w.new_zeros(P).index_copy(0, pos, w)  # (P,)
-        if offs is None:  # batched: (E * cap, .) -> (E, cap, .)
-            xs, w = xs.view(E, -1, C), w.view(E, -1)
-        h = F.silu(_gmm(xs, w1, offs, use_gmm)) * _gmm(xs, w3, offs, use_gmm)  # (P, H)
-        ys = _gmm(h * w.unsqueeze(-1), w2, offs, use_gmm).view(-1, C)  # (P, C) w2 is linear
-        return _Shuffle.apply(ys, maps, False)  # (N, C)
-
-    def _layout(self, counts, M, x, use_gmm):
-        """Rows for the GEMMs: pos (M,) of each sorted pair or None (unpadded), offs (E,) group
-        ends or None (batched), and the row count P (see the module docstring)."""
-        E = counts.numel()
-        if self.gemm_layout == "batched":
-            cap = int(counts.max())  # a host read (a GPU sync on CUDA)
-            return _slots(counts, torch.arange(E, device=x.device) * cap, M), None, E * cap
-        align = self.group_align or (16 // x.element_size() if x.is_cuda and use_gmm else 1)
-        if align == 1:
-            return None, counts.cumsum(0).int(), M  # offs[-1] == M: nothing past the last group
-        return _pad_groups(counts, M, align)
+        h = F.silu(gemm(xs, self.w1, offs)) * gemm(xs, self.w3, offs)  # (P, H)
+        ys = gemm(h * w.unsqueeze(-1), self.w2, offs)  # (P, C) w2 is linear: g folded in
+        return _Shuffle.apply(ys, d, False)  # (N, C)
 
 
-# ---- balancing and stats, called by train.py ----
+# ---- balancing and stats ----
 def _moe_layers(model):
     return [m for m in model.modules() if isinstance(m, MoE)]
 
@@ -313,6 +325,12 @@ def update_bias(model):
             m.expert_bias -= m.expert_bias.mean()  # top-K ignores a common shift: stop drift
         m.last_load.copy_(load)
         load.zero_()
+
+
+def attach_bias_update(optimizer, model):
+    """Run update_bias(model) after every optimizer.step(): once per training step, however
+    many micro-batches it accumulated (§2.1.2). Returns the handle (.remove() detaches it)."""
+    return optimizer.register_step_post_hook(lambda opt, args, kwargs: update_bias(model))
 
 
 def load_stats(model):

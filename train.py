@@ -278,7 +278,9 @@ def make_optimizer(model, lr, train_cfg, device):
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": train_cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, train_cfg.beta2), fused=device == "cuda")
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, train_cfg.beta2), fused=device == "cuda")
+    moe.attach_bias_update(opt, model)  # DeepSeek-V3 §2.1.2: aux-loss-free balancing after every step
+    return opt
 
 
 def lr_at(step, peak, warmup, total, min_frac):
@@ -293,7 +295,6 @@ def clip_and_step(model, opt, grad_clip):
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
     opt.step()
     opt.zero_grad(set_to_none=True)
-    moe.update_bias(model)  # DeepSeek-V3 §2.1.2: aux-loss-free balancing, once per optimizer step
     return float(norm)
 
 

@@ -1,7 +1,8 @@
 """
-tests_moe.py -- tests of moe.py against independent references:
+test_moe.py -- tests of moe.py against independent references:
 a per-token fp64 loop written in the paper's notation (routing in plain Python), hand-written
-formulas for the balance loss and the load statistics. Run: python -m pytest -q tests_moe.py
+formulas for the balance loss, the bias update and the load statistics.
+Run: python -m pytest -q test_moe.py
 """
 import math
 import types
@@ -10,17 +11,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+import fp8
 import moe
-from moe import MoE, load_stats, update_bias
+from moe import MoE, attach_bias_update, load_stats, update_bias
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second thread only adds synchronisation (and the CPU may be shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_cfg(**kw):
@@ -101,27 +96,32 @@ def grads_of(m, x, y, seed=1):
 SKEW = [0.3, -0.2, 0.1, 0.0, 0.25, -10.0, -10.0, 0.05]
 
 
-# grouped dispatch jagged (the default: unpadded on CPU / padded to 8 rows as bf16 on CUDA),
-# batched (padded to the busiest expert), and the naive loop
-LAYOUTS = {"jagged": ("jagged", None), "jagged_pad8": ("jagged", 8),
-           "batched": ("batched", None)}
+class Pad8(moe.ExpertGEMM):
+    """The seam as bf16 on CUDA sees it: groups start at multiples of 8 rows (zero-padded)."""
+
+    def row_align(self, a, w):
+        return 8
 
 
-def set_layout(m, name):
-    m.gemm_layout, m.group_align = LAYOUTS[name]
+# the grouped dispatch unpadded (the CPU default), padded as on CUDA, and the naive loop
+SEAMS = {"grouped": moe.ExpertGEMM, "grouped_pad8": Pad8, "loop": moe.ExpertGEMM}
 
 
-@pytest.mark.parametrize("dispatch", list(LAYOUTS) + ["loop"])
+def set_dispatch(m, name):
+    m.dispatch = "loop" if name == "loop" else "grouped"
+    m.expert_gemm = SEAMS[name](m.expert_gemm.dim, m.expert_gemm.hidden)
+
+
+@pytest.mark.parametrize("dispatch", list(SEAMS))
 @pytest.mark.parametrize("score_func", ["sigmoid", "softmax"])
-@pytest.mark.parametrize("groups", [(1, 1), (4, 2)])
+@pytest.mark.parametrize("groups", [(1, 1), (4, 2), (2, 1)])  # groups of 2 and 4 experts
 @pytest.mark.parametrize("shared", [0, 2])
 def test_matches_per_token_reference_fp64(dispatch, score_func, groups, shared):
     kw = dict(score_func=score_func, n_expert_groups=groups[0], n_limited_groups=groups[1],
-              n_shared_experts=shared, moe_dispatch="loop" if dispatch == "loop" else "grouped")
+              n_shared_experts=shared)
     cfg = make_cfg(**kw)
     m = make_moe(bias=SKEW, **kw)
-    if dispatch != "loop":
-        set_layout(m, dispatch)
+    set_dispatch(m, dispatch)
     x = torch.randn(2, 12, 12, dtype=torch.float64, requires_grad=True)
     y = m(x)
     y_ref, choices = ref_moe(m, x, cfg)
@@ -137,35 +137,37 @@ def test_matches_per_token_reference_fp64(dispatch, score_func, groups, shared):
             assert (g[w][e] == 0).all()
 
 
-def test_grouped_mm_kernel_fp32_matches_reference(monkeypatch):
+@pytest.mark.parametrize("dispatch", ["grouped", "grouped_pad8"])
+def test_grouped_mm_kernel_fp32_matches_reference(dispatch, monkeypatch):
     calls = []
     real = torch._grouped_mm
-    monkeypatch.setattr(torch, "_grouped_mm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(torch, "_grouped_mm", lambda *a, **k: calls.append(k["offs"]) or real(*a, **k))
     kw = dict(n_embd=16, moe_hidden=8)  # strides of 16 bytes in fp32: _grouped_mm can run
-    for layout in ("jagged", "jagged_pad8", "batched"):
-        m = make_moe(bias=SKEW, **kw)
-        x = torch.randn(2, 12, 16, dtype=torch.float64)
-        m32, x32 = make_moe(torch.float32, bias=SKEW, **kw), x.float().requires_grad_()
-        m32.load_state_dict({k: v.float() for k, v in m.state_dict().items()})
-        set_layout(m32, layout)
-        calls.clear()
-        y32 = m32(x32)
-        assert len(calls) == 3  # w1, w3, w2 each as one grouped GEMM
-        y_ref, _ = ref_moe(m, x.requires_grad_(), make_cfg(**kw))
-        assert rel_err(y32.double(), y_ref) < 1e-5
-        g32, g_ref = grads_of(m32, x32, y32), grads_of(m, x, y_ref)
-        for name in g_ref:
-            assert rel_err(g32[name].double(), g_ref[name]) < 1e-5, (layout, name)
-            assert torch.isfinite(g32[name]).all()
-        for w in ("w1", "w3", "w2"):
-            assert (g32[w][5] == 0).all() and (g32[w][6] == 0).all()
+    m = make_moe(bias=SKEW, **kw)
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    m32, x32 = make_moe(torch.float32, bias=SKEW, **kw), x.float().requires_grad_()
+    m32.load_state_dict({k: v.float() for k, v in m.state_dict().items()})
+    set_dispatch(m32, dispatch)
+    y32 = m32(x32)
+    assert len(calls) == 3  # w1, w3, w2 each as one grouped GEMM
+    ends = calls[0].tolist()
+    if dispatch == "grouped_pad8":  # every group starts on a multiple of 8; an empty one is a block
+        assert all(e % 8 == 0 for e in ends) and min(b - a for a, b in zip([0] + ends, ends)) >= 8
+    else:
+        assert ends[-1] == 2 * 12 * 2  # exactly the M pairs, unpadded
+    y_ref, _ = ref_moe(m, x.requires_grad_(), make_cfg(**kw))
+    assert rel_err(y32.double(), y_ref) < 1e-5
+    g32, g_ref = grads_of(m32, x32, y32), grads_of(m, x, y_ref)
+    for name in g_ref:
+        assert rel_err(g32[name].double(), g_ref[name]) < 1e-5, name
+        assert torch.isfinite(g32[name]).all()
+    for w in ("w1", "w3", "w2"):
+        assert (g32[w][5] == 0).all() and (g32[w][6] == 0).all()
 
 
-@pytest.mark.parametrize("layout", ["jagged", "batched"])
 @pytest.mark.parametrize("C,H", [(32, 16), (6, 3)])  # aligned (_grouped_mm) and not (fallback)
-def test_grouped_and_loop_agree_fp32(C, H, layout):
+def test_grouped_and_loop_agree_fp32(C, H):
     m = make_moe(torch.float32, n_embd=C, moe_hidden=H, n_routed_experts=8, n_experts_per_tok=3)
-    set_layout(m, layout)
     x = torch.randn(4, 32, C, requires_grad=True)
     y_g = m(x)
     g_g = grads_of(m, x, y_g)
@@ -183,6 +185,12 @@ def test_pad_groups_layout_by_hand():
     pos, offs, P = moe._pad_groups(torch.tensor([3, 0, 9, 1]), 13, 8)
     assert P == 48 and offs.dtype == torch.int32 and offs.tolist() == [8, 16, 32, 48]
     assert pos.tolist() == [0, 1, 2] + list(range(16, 25)) + [32]
+    # a group of exactly 8 rows takes one block, of 7 one block: P = 32 + 6 * 8 = 80
+    pos, offs, P = moe._pad_groups(torch.tensor([3, 0, 9, 1, 8, 7]), 28, 8)
+    assert P == 80 and offs.tolist() == [8, 16, 32, 40, 48, 80]
+    assert pos.tolist() == [0, 1, 2] + list(range(16, 25)) + [32] + list(range(40, 48)) + list(range(48, 55))
+    pos, offs, P = moe._pad_groups(torch.tensor([9, 3, 0, 5]), 17, 1)  # the CPU: no padding
+    assert pos is None and offs.dtype == torch.int32 and offs.tolist() == [9, 12, 12, 17] and P == 17
 
 
 @pytest.mark.parametrize("dispatch", ["grouped", "loop"])
@@ -193,15 +201,52 @@ def test_one_token_and_one_expert_for_everyone(dispatch):
         assert rel_err(m(x), ref_moe(m, x, make_cfg())[0]) < 1e-6
 
 
-def test_layout_rows():
-    m = make_moe(torch.float32)
-    x = torch.zeros(1, 16)
-    skewed = torch.tensor([9, 3, 3, 3, 3, 3, 3, 5])
-    pos, offs, rows = m._layout(skewed, 32, x, True)  # CPU default: jagged, no padding
-    assert pos is None and offs.tolist() == [9, 12, 15, 18, 21, 24, 27, 32] and rows == 32
-    m.gemm_layout = "batched"  # padded to the busiest expert: 8 groups of 9 rows
-    pos, offs, rows = m._layout(skewed, 32, x, True)
-    assert offs is None and rows == 72 and pos[:10].tolist() == list(range(9)) + [9]
+def test_row_align_is_16_bytes_only_where_cuda_runs_the_grouped_kernel():
+    seam, w = moe.ExpertGEMM(16, 8), torch.zeros(4, 8, 16)
+
+    def on(device, dtype, shape=(5, 16)):  # row_align reads only these: no GPU needed
+        t = torch.zeros(shape, dtype=dtype)
+        return types.SimpleNamespace(is_cuda=device == "cuda", device=torch.device(device), dtype=dtype,
+                                     element_size=t.element_size)
+    assert seam.row_align(on("cuda", torch.bfloat16), w) == 8
+    assert seam.row_align(on("cuda", torch.float32), w) == 4
+    assert seam.row_align(on("cuda", torch.float64), w) == 1  # no grouped kernel: no rule
+    assert seam.row_align(on("cuda", torch.bfloat16), torch.zeros(4, 8, 12)) == 1  # 24-byte rows
+    assert seam.row_align(on("cpu", torch.bfloat16), w) == 1
+    assert moe._grouped_mm_ok(torch.zeros(5, 16), w) and not moe._grouped_mm_ok(torch.zeros(5, 16).to("meta"), w)
+
+
+class Record(moe.ExpertGEMM):
+    """The default seam, keeping what each grouped GEMM was given."""
+
+    def forward(self, a, w, offs):
+        self.calls = getattr(self, "calls", []) + [(a.detach().clone(), offs.clone())]
+        return super().forward(a, w, offs)
+
+
+def test_buffer_holds_each_experts_tokens_in_token_order():
+    """A stable sort: group e holds the tokens that chose e, in token order, the same rows in
+    the same order as the loop's x[tok] (so FP8 quantizes the same tensors on either path)."""
+    m = make_moe(n_routed_experts=8, n_experts_per_tok=3)  # 1,200 pairs: argsort(stable=False) reorders
+    m.expert_gemm = Record(12, 6)
+    x = torch.randn(4, 100, 12, dtype=torch.float64)
+    m(x)
+    a, offs = m.expert_gemm.calls[0]
+    idx = m.route(x.view(-1, 12))[0]
+    ends = offs.tolist()
+    for e, (s, t) in enumerate(zip([0] + ends[:-1], ends)):
+        tok = torch.where((idx == e).any(1))[0]  # ascending
+        assert torch.equal(a[s:t], x.view(-1, 12)[tok]), e
+
+
+def test_config_rules():
+    MoE(make_cfg(n_expert_groups=4, n_limited_groups=1, n_experts_per_tok=2))  # K = 1 group of 2: ok
+    with pytest.raises(AssertionError):
+        MoE(make_cfg(n_expert_groups=3, n_limited_groups=1))  # 8 experts in 3 groups
+    with pytest.raises(AssertionError):
+        MoE(make_cfg(n_expert_groups=4, n_limited_groups=1, n_experts_per_tok=3))  # 3 of 2 allowed
+    with pytest.raises(AssertionError):
+        MoE(make_cfg(moe_dispatch="batched"))
 
 
 def test_deterministic():
@@ -320,7 +365,8 @@ def test_load_stats_layers():
     cfg = make_cfg()
     model = nn.Sequential(MoE(cfg), nn.Linear(12, 12), MoE(cfg))
     assert load_stats(nn.Linear(3, 3)) == {}
-    assert load_stats(model)["moe.max_mean"] == 0.0  # before the first step
+    before = load_stats(model)  # before the first step
+    assert before["moe.max_mean"] == 0.0 and before["moe0.dead"] == before["moe1.dead"] == 0
     model[0].tokens_per_expert.copy_(torch.tensor([4., 4, 4, 4, 4, 4, 4, 4]))
     model[2].tokens_per_expert.copy_(torch.tensor([16., 8, 8, 0, 0, 0, 0, 0]))
     update_bias(model)
@@ -347,33 +393,87 @@ def test_autocast_bf16_routes_in_fp32():
     assert rel_err(y16.float(), y32) < 5e-2
 
 
-def test_fp8_branch_uses_fp8_linear(monkeypatch):
-    fp8 = pytest.importorskip("fp8")
+def spy_paths(monkeypatch):
+    """Record which dispatch of MoE runs: a list that gets "_grouped" or "_loop" per forward."""
+    ran = []
+
+    def spy(name):
+        real = getattr(MoE, name)
+
+        def run(self, *args):
+            ran.append(name)
+            return real(self, *args)
+        return run
+    for name in ("_grouped", "_loop"):
+        monkeypatch.setattr(MoE, name, spy(name))
+    return ran
+
+
+@pytest.mark.parametrize("dispatch", ["grouped", "loop"])
+def test_fp8_swaps_only_the_seam_and_keeps_the_dispatch(dispatch, monkeypatch):
+    """convert_to_float8 replaces the expert seam and nothing else: the grouped dispatch stays
+    grouped (one fp8_linear per expert group, empty groups too), the loop runs one per used
+    expert. fp8_linear is faked by an exact matmul here, so both must equal the fp64 reference."""
     calls = []
-    monkeypatch.setattr(fp8, "fp8_linear", lambda a, w, recipe: calls.append(recipe) or a @ w.t())
-    m = make_moe(bias=SKEW)
-    m.fp8_recipe = "rowwise"
-    x = torch.randn(2, 12, 12, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(fp8, "fp8_linear", lambda a, w, recipe: calls.append((recipe, len(a))) or a @ w.t())
+    kw = dict(n_embd=16, moe_hidden=16, n_shared_experts=0, moe_dispatch=dispatch)
+    m = make_moe(bias=SKEW, **kw)
+    assert fp8.convert_to_float8(m, "rowwise", verbose=False) == ["expert_gemm"]
+    assert isinstance(m.expert_gemm, fp8.Float8ExpertGEMM) and m.expert_gemm.recipe == "rowwise"
+    assert [n for n, _ in m.named_parameters()] == ["gate", "w1", "w3", "w2"]  # same state dict
+    ran = spy_paths(monkeypatch)
+    x = torch.randn(2, 12, 16, dtype=torch.float64, requires_grad=True)
     y = m(x)
-    y_ref, choices = ref_moe(m, x, make_cfg())
-    assert len(calls) == 3 * len({e for c in choices for e in c}) and set(calls) == {"rowwise"}
+    y_ref, choices = ref_moe(m, x, make_cfg(**kw))
+    used = {e for c in choices for e in c}
+    assert ran == ["_" + dispatch] and {r for r, _ in calls} == {"rowwise"}
+    assert len(calls) == 3 * (8 if dispatch == "grouped" else len(used))
+    assert sum(n for _, n in calls) == 3 * 2 * 12 * 2  # every (token, expert) pair, no padding
     assert rel_err(y, y_ref) < 1e-6
     g, g_ref = grads_of(m, x, y), grads_of(m, x, y_ref)
     assert all(rel_err(g[k], g_ref[k]) < 1e-6 for k in g_ref)
 
 
-@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise", "blockwise"])
-def test_fp8_branch_real_quantization_close(recipe):
-    pytest.importorskip("fp8")
-    kw = dict(n_embd=128, moe_hidden=128, n_shared_experts=0)
-    m = make_moe(torch.float32, **kw)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.1)
-    x = torch.randn(2, 16, 128, requires_grad=True)
-    y_ref = m(x)
-    m.fp8_recipe = recipe
-    y = m(x)
-    y.square().sum().backward()
-    assert rel_err(y, y_ref) < 0.15  # e4m3 keeps ~3 mantissa bits
-    assert torch.isfinite(m.w1.grad).all() and m.w1.grad.abs().sum() > 0
+def test_bias_update_runs_once_per_optimizer_step(monkeypatch):
+    """attach_bias_update: the update runs after opt.step() and only then, once however many
+    micro-batches the step accumulated, from the counts of all of them (§2.1.2)."""
+    calls = []
+    real = moe.update_bias
+    monkeypatch.setattr(moe, "update_bias", lambda model: calls.append(1) or real(model))
+    cfg = make_cfg(bias_update_gamma=0.01)
+    model = nn.Sequential(MoE(cfg), MoE(cfg)).double()  # two MoE layers: both updated
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    handle = attach_bias_update(opt, model)
+    x = torch.randn(3, 2, 5, 12, dtype=torch.float64)
+    for step in range(2):
+        for micro in x:  # gradient accumulation: 3 micro-batches
+            model(micro).square().mean().backward()
+        assert len(calls) == step  # forwards and backwards never update
+        loads = [m.tokens_per_expert.clone() for m in model]
+        assert all(load.sum() == 3 * 10 * 2 for load in loads)  # all micro-batches counted
+        want = []
+        for m, load in zip(model, loads):
+            b = m.expert_bias + 0.01 * torch.sign(load.mean() - load)
+            want.append(b - b.mean())
+        opt.step()
+        opt.zero_grad()
+        assert len(calls) == step + 1
+        for m, load, b in zip(model, loads, want):
+            assert torch.equal(m.last_load, load) and (m.tokens_per_expert == 0).all()
+            torch.testing.assert_close(m.expert_bias, b, rtol=0, atol=1e-7)
+    handle.remove()
+    model(x[0]).sum().backward()
+    bias = model[0].expert_bias.clone()
+    opt.step()
+    assert len(calls) == 2 and torch.equal(model[0].expert_bias, bias)
+    assert model[0].tokens_per_expert.sum() == 20  # counts wait for the next update
+
+
+def test_bias_hook_on_a_model_without_moe_is_harmless():
+    lin = nn.Linear(3, 3)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    attach_bias_update(opt, lin)
+    lin(torch.randn(2, 3)).sum().backward()
+    w = lin.weight.detach().clone()
+    opt.step()
+    assert not torch.equal(lin.weight, w) and load_stats(lin) == {}
