@@ -292,11 +292,14 @@ def rl_problems(cfg, n, seed, split="rl", distinct=False):
 
 
 def general_problems(cfg, n, seed, split="rl", distinct=False):
-    """n general tasks (GENERAL_KINDS in turn), a share rl_p_zh of them in Chinese."""
-    rng = random.Random(seed)
-    kinds = iter(GENERAL_KINDS * n)
-    draw = lambda: make_general(rng, next(kinds), "zh" if rng.random() < cfg.rl_p_zh else "en", split)
-    return _draw(draw, n, distinct)
+    """n general tasks, as many of each kind (GENERAL_KINDS) as n allows, a share rl_p_zh of
+    them in Chinese."""
+    rng, out = random.Random(seed), []
+    for i, kind in enumerate(GENERAL_KINDS):
+        count = n // len(GENERAL_KINDS) + (i < n % len(GENERAL_KINDS))
+        out += _draw(lambda: make_general(rng, kind, "zh" if rng.random() < cfg.rl_p_zh else "en", split),
+                     count, distinct)
+    return out
 
 
 def _draw(draw, n, distinct):
@@ -360,15 +363,24 @@ def words_zh(n):
     return out + (_ZH_DIGITS[ones] if ones else "")
 
 
+def _number(rng, lengths):
+    """A whole number whose count of digits is drawn uniformly from `lengths` (so that short
+    numbers are not a rare case the model never learns)."""
+    d = rng.choice(lengths)
+    return rng.randint(10 ** (d - 1), 10 ** d - 1)
+
+
 def make_general(rng, kind, lang, split):
     """A general task whose key lies in `split`; its gold answer is written in `lang`."""
     for _ in range(10_000):
         if kind == "words":
-            n = rng.randint(1, 999)
+            n = _number(rng, (1, 2, 3))
             key, question = (n,), (f"Write {n} in words." if lang == "en" else f"用汉字写出 {n}。")
             answer = words_en(n) if lang == "en" else words_zh(n)
         else:
-            a, b = rng.sample(range(10, 1000), 2)
+            a, b = _number(rng, (2, 3)), _number(rng, (2, 3))
+            if a == b:
+                continue
             key, question = (a, b), (f"Which is larger, {a} or {b}?" if lang == "en" else f"{a} 和 {b} 哪个大？")
             answer = str(max(a, b))
         if split_of(kind, key) == split:

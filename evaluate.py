@@ -18,8 +18,10 @@ language reward pays, R1 §2.3.2).
 report.md is built from the eval.json files alone, so it can be rebuilt without training.
 """
 import argparse
+import contextlib
 import json
 import os
+import random
 
 import torch
 
@@ -74,11 +76,11 @@ def reasoning_summary(problems, texts, ntoks):
 
 
 def full_eval(model, enc, cfgs, probes=False, autocast=None):
-    """The eval.json fields of a stage (see the module docstring) plus two example responses
-    per language."""
+    """The eval.json fields of a stage (see the module docstring) plus example responses: one
+    per language and one per general task kind."""
     dc, budget = cfgs["data"], cfgs["train"].eval_new_tokens
     problems, general = data.heldout_problems(dc), data.heldout_general(dc)
-    with autocast or torch.autocast("cpu", enabled=False):
+    with autocast or contextlib.nullcontext():
         texts, ntoks = respond(model, enc, problems, budget)
         res = reasoning_summary(problems, texts, ntoks)
         g_texts, _ = respond(model, enc, general, budget)
@@ -90,11 +92,10 @@ def full_eval(model, enc, cfgs, probes=False, autocast=None):
         if probes:
             res.update(forced_openings(model, enc, problems, budget))
     res["heldout_set"] = heldout_signature(cfgs)
+    picks = [next((p, t) for p, t in zip(problems, texts) if p.lang == lang) for lang in ("en", "zh")]
+    picks += [next((p, t) for p, t in zip(general, g_texts) if p.kind == kind) for kind in data.GENERAL_KINDS]
     res["examples"] = [{"prompt": p.question, "lang": p.lang, "kind": p.kind, "answer": p.answer, "response": t}
-                       for lang in ("en", "zh") for p, t in
-                       [next((p, t) for p, t in zip(problems, texts) if p.lang == lang)]]
-    res["examples"] += [{"prompt": p.question, "lang": p.lang, "kind": p.kind, "answer": p.answer, "response": t}
-                        for p, t in zip(general[:2], g_texts[:2])]
+                       for p, t in picks]
     return res
 
 
@@ -110,6 +111,29 @@ def forced_openings(model, enc, problems, budget):
             "accuracy_forced_chain": mean(chain), "zh_accuracy_chain_zh": mean(chain[i] for i in zh),
             "zh_accuracy_chain_en": mean(accuracies([problems[i] for i in zh], lambda p: data.CHAIN_OPENER["en"])),
             "n_zh": len(zh)}
+
+
+def heldout_loss_fn(model, enc, data_cfg, batch_size, block, device, autocast):
+    """Mean loss over every token of a fixed set of held-out documents, in non-overlapping
+    windows (the same tokens for every run, so two runs' losses differ only by their models)."""
+    rng = random.Random(data_cfg.seed + 7)
+    docs = [data.make_document(rng, data_cfg, kind, difficulty, split="heldout")  # 64 per kind
+            for kind, difficulty in data.parse_mix(data_cfg.rl_mix) for _ in range(64)]
+    ids = torch.tensor(data.encode_docs(enc, docs), dtype=torch.long)
+    n = (len(ids) - 1) // block
+    xs, ys = ids[:n * block].view(n, block), ids[1:n * block + 1].view(n, block)  # (n, T)
+
+    @torch.no_grad()
+    def heldout_loss():
+        model.eval()
+        total = 0.0
+        for i in range(0, n, batch_size):
+            with autocast:
+                _, loss = model(xs[i:i + batch_size].to(device), ys[i:i + batch_size].to(device))
+            total += loss.item() * len(xs[i:i + batch_size])
+        model.train()
+        return total / n
+    return heldout_loss
 
 
 def heldout_signature(cfgs):
@@ -131,7 +155,8 @@ def print_table(res, name, before, before_name):
     for k in TABLE_KEYS:
         if k in res:
             fmt = "{:>12.1f}" if k == "mean_response_tokens" else "{:>12.1%}"
-            print(f"{k:<32}" + "".join(fmt.format(ev[k]) if ev.get(k) is not None else f"{'–':>12}" for _, ev in cols))
+            cells = (fmt.format(ev[k]) if ev.get(k) is not None else f"{'–':>12}" for _, ev in cols)
+            print(f"{k:<32}" + "".join(cells))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,16 +230,19 @@ def write_report(out_dir):
         raise ValueError(f"the stages under {out_dir} were evaluated on different held-out sets: {sorted(sets)}")
     n = next(iter(evals.values()))
     lines = ["# nanoR1 report", "",
-             f"Held-out: {n['n']} reasoning problems, {n['n_general']} general tasks ({sets.pop()}); greedy decoding.", "",
+             f"Held-out: {n['n']} reasoning problems, {n['n_general']} general tasks ({sets.pop()}); "
+             "greedy decoding.", "",
              "| stage | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for stage, label in REPORT_ROWS:
         if stage in evals:
             lines.append(f"| {label} | " + " | ".join(cell(evals[stage].get(k), f) for k, _, f in COLUMNS) + " |")
+    lines += ["", f"Wall time of these stages: {sum(ev['wall_s'] for ev in evals.values()) / 60:.1f} min."]
     base = evals.get("pretrain", {})
     if "zh_accuracy_chain_en" in base:
         lines += ["", f"The base on {base['n_zh']} Chinese prompts, its chain forced to open in Chinese: "
                       f"{base['zh_accuracy_chain_zh']:.1%}; in English: {base['zh_accuracy_chain_en']:.1%}. "
-                      f"Forced bare: {base['accuracy_forced_bare']:.1%}; forced chain: {base['accuracy_forced_chain']:.1%}."]
+                      f"Forced bare: {base['accuracy_forced_bare']:.1%}; "
+                      f"forced chain: {base['accuracy_forced_chain']:.1%}."]
     if "rejection" in evals.get("sft2", {}):
         rs = evals["sft2"]["rejection"]
         lines += ["", f"sft2's rejection sampling: {rs['drawn']} samples drawn from rl1 over {rs['prompts']} prompts, "

@@ -128,7 +128,8 @@ def test_sft_loss_is_taken_on_response_tokens_only():
 def test_both_loops_clip_at_the_configured_norm(monkeypatch):
     seen = []
     real = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: seen.append(max_norm) or real(params, max_norm))
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda params, max_norm: seen.append(max_norm) or real(params, max_norm))
     model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=1, n_embd=16, n_head=2, n_kv_head=1, mlp_hidden=32))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for clip in (0.3, 0.0):
@@ -137,7 +138,8 @@ def test_both_loops_clip_at_the_configured_norm(monkeypatch):
     assert seen == [0.3, float("inf")]
     cfg = data.DataConfig(n_docs=300, bpe_docs=100, vocab_size=300)
     enc = data.build_tokenizer(cfg, data.build_corpus(cfg))
-    model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=128, n_layer=1, n_embd=16, n_head=2, n_kv_head=1, mlp_hidden=32))
+    model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=128, n_layer=1, n_embd=16, n_head=2, n_kv_head=1,
+                          mlp_hidden=32))
     import grpo
     rc = grpo.RLConfig(prompts_per_step=1, group_size=2, max_new_tokens=4, beta=0.0)
     score = lambda t, p: {k: [0.0, 1.0] for k in ("reward", "accuracy", "format", "lang")}

@@ -80,7 +80,7 @@ class SFTConfig:
     rs_prompts: int = 1200        # rejection sampling: prompts (more than rl1 sees)
     rs_samples: int = 4           # completions sampled per prompt
     rs_temperature: float = 1.0   # their sampling temperature
-    n_general_sft: int = 1200     # general-task examples added to sft2 (R1 §2.3.3 "non-reasoning data")
+    n_general_sft: int = 2400     # general-task examples added to sft2 (R1 §2.3.3 "non-reasoning data")
 
 
 CONFIGS = {"model": GPTConfig, "data": data.DataConfig, "train": TrainConfig, "sft": SFTConfig, "rl": RLConfig}
@@ -324,7 +324,8 @@ def train_sft(model, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, he
         recent.append(loss_sum)
         run.bar.update(1)
         if done % train_cfg.log_every == 0 or done == n_steps:
-            row = {"step": done, "loss": loss_sum, "lr": lr, "grad_norm": norm, "tok_s": tok_since / (time.time() - t_last)}
+            row = {"step": done, "loss": loss_sum, "lr": lr, "grad_norm": norm,
+                   "tok_s": tok_since / (time.time() - t_last)}
             row.update(moe.load_stats(model))
             if heldout_loss is not None and (done % train_cfg.eval_every == 0 or done == n_steps):
                 row["heldout_loss"] = heldout_loss()
@@ -369,32 +370,11 @@ def example_batches(examples, batch_size, seed, eot, device):
     return batch_at, per_epoch
 
 
-def heldout_loss_fn(model, enc, data_cfg, train_cfg, block, device, autocast):
-    """Mean loss over every token of a fixed set of held-out documents, in non-overlapping
-    windows (the same tokens for every run, so two runs' losses differ only by their models)."""
-    rng = data.random.Random(data_cfg.seed + 7)
-    docs = [data.make_document(rng, data_cfg, k, d, split="heldout") for k, d in data.parse_mix(data_cfg.rl_mix) for _ in range(64)]
-    ids = torch.tensor(data.encode_docs(enc, docs), dtype=torch.long)
-    n = (len(ids) - 1) // block
-    xs, ys = ids[:n * block].view(n, block), ids[1:n * block + 1].view(n, block)  # (n, T)
-
-    @torch.no_grad()
-    def heldout_loss():
-        model.eval()
-        total = 0.0
-        for i in range(0, n, train_cfg.batch_size):
-            with autocast:
-                _, loss = model(xs[i:i + train_cfg.batch_size].to(device), ys[i:i + train_cfg.batch_size].to(device))
-            total += loss.item() * len(xs[i:i + train_cfg.batch_size])
-        model.train()
-        return total / n
-    return heldout_loss
-
-
 # ----------------------------------------------------------------------------------------------
 # The GRPO loop: zero, rl1, rl1_nolang, rl2. prompts_at(step, salt) -> the step's problems.
 
-def train_grpo(model, ref, opt, enc, prompts_at, score_fn, rl_cfg, n_steps, grad_clip, run, autocast, heldout_eval, save):
+def train_grpo(model, ref, opt, enc, prompts_at, score_fn, rl_cfg, n_steps, grad_clip, run, autocast, heldout_eval,
+               save):
     for step in range(run.step, n_steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, rl_cfg.rl_lr, rl_cfg.rl_warmup, n_steps, 1.0)
@@ -441,14 +421,18 @@ def reward_fn(st, rl_cfg):
 def rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run):
     """sft2's data (R1 §2.3.3): rl1's samples over a prompt set larger than rl1's, kept when
     right, well formed and in one language, de-duplicated; plus general-task examples written
-    by the world. Kept samples go to rejection.jsonl (reused by --resume)."""
+    by the world. The kept samples go to rejection.jsonl, which a rerun with the same rl1 and
+    sampling settings reuses (so tuning sft2's training does not redo the sampling)."""
     data_cfg, sft_cfg, rl_cfg = cfgs["data"], cfgs["sft"], cfgs["rl"]
     path = os.path.join(run.dir, "rejection.jsonl")
-    if run.saved and os.path.exists(path):
-        rows = [json.loads(line) for line in open(path)]
-        kept, stats = [(r["prompt"], r["response"]) for r in rows[1:]], rows[0]
+    key = (f"rl1={read_eval(args, 'rl1')['settings']} prompts={sft_cfg.rs_prompts} samples={sft_cfg.rs_samples} "
+           f"temperature={sft_cfg.rs_temperature} budget={rl_cfg.max_new_tokens}")
+    rows = [json.loads(line) for line in open(path)] if os.path.exists(path) else [{}]
+    if rows[0].get("key") == key:
+        kept, stats = [(r["prompt"], r["response"]) for r in rows[1:]], rows[0]["stats"]
+        print(f"rejection sampling: reusing {len(kept)} samples from {path}")
     else:
-        rl1 = load_checkpoint(os.path.join(args.out_dir, "rl1", "ckpt.pt"))
+        rl1 = load_checkpoint(os.path.join(stage_dir(args, "rl1"), "ckpt.pt"))
         teacher = build_model(GPTConfig(**rl1["configs"]["model"]), device, fp8_recipe, rl1["model"])
         problems = data.rl_problems(data_cfg, sft_cfg.rs_prompts, seed=data_cfg.seed + 13)
         print(f"rejection sampling: {sft_cfg.rs_prompts} prompts x {sft_cfg.rs_samples} samples from rl1 "
@@ -459,7 +443,7 @@ def rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run):
                                                 torch.Generator().manual_seed(data_cfg.seed + 13))
         kept = [(p.prompt, text) for p, text in kept]
         with open(path + ".tmp", "w") as f:
-            for row in [stats] + [{"prompt": p, "response": r} for p, r in kept]:
+            for row in [{"key": key, "stats": stats}] + [{"prompt": p, "response": r} for p, r in kept]:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(path + ".tmp", path)
     general = data.general_problems(data_cfg, sft_cfg.n_general_sft, seed=data_cfg.seed + 17, split="corpus")
@@ -519,10 +503,12 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
     if st.loop == "sft" and st.init is None:
         batch_at, n_steps = corpus_batches(train_ids, train_cfg, model_cfg.block_size, device), train_cfg.max_iters
         lr_of = lambda s: lr_at(s, train_cfg.lr, train_cfg.warmup_iters, n_steps, train_cfg.min_lr_frac)
-        heldout_loss = heldout_loss_fn(model, enc, data_cfg, train_cfg, model_cfg.block_size, device, autocast)
+        heldout_loss = evaluate.heldout_loss_fn(model, enc, data_cfg, train_cfg.batch_size, model_cfg.block_size,
+                                                      device, autocast)
     elif st.loop == "sft":
         if st.data == "cold_start":
-            pairs = [(p.prompt, r) for p, r in data.cold_start_set(data_cfg, sft_cfg.n_cold_start, seed=data_cfg.seed + 11)]
+            cold = data.cold_start_set(data_cfg, sft_cfg.n_cold_start, seed=data_cfg.seed + 11)
+            pairs = [(p.prompt, response) for p, response in cold]
         else:
             pairs, extra["rejection"] = rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run)
         batch_at, per_epoch = example_batches(data.encode_sft(enc, pairs), sft_cfg.sft_batch_size, train_cfg.train_seed,
@@ -534,7 +520,8 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
     else:
         n_steps = getattr(rl_cfg, st.own[0])
         ref = grpo.make_reference(model) if rl_cfg.beta > 0 else None
-        print(f"{n_steps} steps x {rl_cfg.prompts_per_step} prompts x G={rl_cfg.group_size}, rewards: {' + '.join(st.rewards)}")
+        print(f"{n_steps} steps x {rl_cfg.prompts_per_step} prompts x G={rl_cfg.group_size}, "
+              f"rewards: {' + '.join(st.rewards)}")
     if run.saved:
         model.load_state_dict(run.saved["model"])
         opt.load_state_dict(run.saved["optimizer"])
@@ -554,10 +541,11 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
                 texts, ntoks = evaluate.respond(model, enc, problems, train_cfg.eval_new_tokens)
             res = evaluate.reasoning_summary(problems, texts, ntoks)
             return {k: res[k] for k in ("accuracy", "format_rate", "lang_consistency", "mean_response_tokens")}
-        train_grpo(model, ref, opt, enc, rl_prompts(st, cfgs), reward_fn(st, rl_cfg), rl_cfg, n_steps, train_cfg.grad_clip, run,
-                   autocast, heldout_eval, save)
+        train_grpo(model, ref, opt, enc, rl_prompts(st, cfgs), reward_fn(st, rl_cfg), rl_cfg, n_steps,
+                   train_cfg.grad_clip, run, autocast, heldout_eval, save)
         rows = evaluate.read_metrics(run.dir)
-        extra.update(first_step_response_tokens=rows[0]["response_tokens"], last_step_response_tokens=rows[-1]["response_tokens"])
+        extra.update(first_step_response_tokens=rows[0]["response_tokens"],
+                     last_step_response_tokens=rows[-1]["response_tokens"])
 
     # ---- held-out evaluation: eval.json, written last
     res = evaluate.full_eval(model, enc, cfgs, probes=name in PROBED, autocast=autocast)
