@@ -25,7 +25,10 @@ import torch
 
 import data
 import fp8
+import grpo
 import rewards
+import train
+from checkpoint import load_checkpoint
 from model import GPT, GPTConfig
 from moe import MoE, SwiGLU
 
@@ -34,7 +37,6 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def cpu_preset_configs():
     """The cpu preset's model config and tokenizer (trained exactly as train.py does)."""
-    import train
     args = train.parse_args([])
     _, cfgs = train.build_configs(args, "cpu")
     corpus = data.build_corpus(cfgs["data"])
@@ -317,21 +319,18 @@ def bench_rewards(n=1000, seed=0) -> dict:
 def bench_grpo():
     """One GRPO step at the cpu preset on the base model (out/pretrain if present, else a fresh
     model: the split then reflects untrained lengths), split into its phases."""
-    import grpo
-    import rewards
-    import train
     cfgs, enc, _ = cpu_preset_configs()
     path = os.path.join(ROOT, "out", "pretrain", "ckpt.pt")
     model = GPT(cfgs["model"])
     if os.path.exists(path):
-        ck = train.load_checkpoint(path)
+        ck = load_checkpoint(path)
         enc, model = ck["enc"], GPT(GPTConfig(**ck["configs"]["model"]))
         model.load_state_dict(ck["model"])
     rc = cfgs["rl"]
     ref = grpo.make_reference(model)
     opt = train.make_optimizer(model, rc.rl_lr, cfgs["train"], "cpu")
     problems = data.rl_problems(cfgs["data"], rc.prompts_per_step, seed=0)
-    score = lambda t, ps: rewards.score_batch(t, [p.answer for p in ps], [p.lang for p in ps], terms=("accuracy", "format"))
+    score = lambda texts, ps: rewards.score_batch(texts, [p.answer for p in ps], [p.lang for p in ps])
     st = [grpo.grpo_step(model, ref, opt, enc, problems, rc, score, torch.Generator().manual_seed(i)) for i in range(2)][-1]
     res = {"grpo.step_s": st["step_s"], "grpo.generate_frac": st["t_generate"] / st["step_s"],
            "grpo.score_frac": st["t_score"] / st["step_s"], "grpo.logprob_frac": st["t_logprobs"] / st["step_s"],

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import data
+import evaluate
 import grpo
 from checkpoint import load_checkpoint
 from grpo import (LOSS_AGGS, completion_mask, group_advantages, grpo_loss, token_entropy, token_logprobs,
@@ -245,7 +246,7 @@ def alternating(texts, problems):  # every group has rewards 0, 1, 0, 1, ...: no
     return {"reward": r, "accuracy": r, "format": r, "lang": r}
 
 
-def recorded_step(monkeypatch, world, **options):
+def recorded_step(monkeypatch, world, score=None, **options):
     """One grpo_step from a copy of the tiny model; returns the arguments of every grpo_loss
     call, the model before the step and the config."""
     cfg, enc, model, problems = world
@@ -256,12 +257,14 @@ def recorded_step(monkeypatch, world, **options):
     calls, real = [], grpo.grpo_loss
 
     def spy(logp, old_logp, ref_logp, adv, mask, **kw):
-        calls.append(dict(kw, logp=logp.detach().clone(), old=old_logp.detach().clone(), mask=mask.clone()))
-        return real(logp, old_logp, ref_logp, adv, mask, **kw)
+        loss, stats = real(logp, old_logp, ref_logp, adv, mask, **kw)
+        calls.append(dict(kw, logp=logp.detach().clone(), old=old_logp.detach().clone(), mask=mask.clone(),
+                          stats=stats))
+        return loss, stats
     monkeypatch.setattr(grpo, "grpo_loss", spy)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     st = grpo.grpo_step(model, grpo.make_reference(before) if rc.beta else None, opt, enc, problems[:2], rc,
-                        alternating, torch.Generator().manual_seed(0))
+                        score or alternating, torch.Generator().manual_seed(0))
     return calls, before, model, rc, st
 
 
@@ -302,6 +305,24 @@ def _generator_after_rollout(model, enc, problems, rc):
     return g
 
 
+def test_step_stats_are_batch_means(monkeypatch, world):
+    """The step's reward terms are means over the batch's completions; its loss statistics are
+    token-weighted means over every micro-batch."""
+    def score(texts, problems):
+        n = len(texts)
+        return {"reward": [i / 10 for i in range(n)], "accuracy": [float(i % 3 == 0) for i in range(n)],
+                "format": [float(i < 3) for i in range(n)], "lang": [0.25] * n}
+    calls, _, _, rc, st = recorded_step(monkeypatch, world, score, micro_batch=3, beta=0.04, mu=2)
+    assert st["reward"] == pytest.approx(sum(i / 10 for i in range(8)) / 8)
+    assert (st["accuracy"], st["format_rate"], st["lang"]) == (3 / 8, 3 / 8, 0.25)
+    assert st["zero_var_frac"] == 0.0 and 1 <= st["response_tokens"] <= rc.max_new_tokens
+    tokens = sum(c["stats"]["tokens"] for c in calls)
+    for k in ("clip_frac", "kl", "ratio", "entropy"):
+        want = sum(c["stats"][k] * c["stats"]["tokens"] for c in calls) / tokens
+        assert st[k] == pytest.approx(want), k
+    assert st["step_s"] >= st["t_generate"] + st["t_update"] and st["sample_tok_s"] > 0
+
+
 def test_single_pass_skips_the_old_forward(monkeypatch, world):
     calls, *_ = recorded_step(monkeypatch, world)
     assert len(calls) == 1 and torch.equal(calls[0]["old"], calls[0]["logp"])  # ratio exactly 1: REINFORCE
@@ -328,7 +349,8 @@ def test_dynamic_sampling_replaces_zero_variance_groups(world):
     refilled = []
 
     def score(texts, probs):  # the first prompt's group is all-equal, so it must be replaced
-        r = [0.0 if p is problems[0] else float(i % 2) for i, p in enumerate(probs)]
+        r = [0.0 if p is problems[0] else float(i % 4 != 2) if p is problems[1] else float(i % 2)
+             for i, p in enumerate(probs)]
         return {"reward": r, "accuracy": r, "format": r, "lang": r}
 
     def refill(n):
@@ -337,10 +359,11 @@ def test_dynamic_sampling_replaces_zero_variance_groups(world):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     st = grpo.grpo_step(model, None, opt, enc, problems[:2], rc, score, torch.Generator().manual_seed(0), refill)
     assert refilled == [1] and st["zero_var_frac"] == 0.5
-    assert st["reward"] == 0.5  # the batch trained on: two alternating groups (before the refill: 0.25)
+    # the batch trained on: the kept group (1, 1, 0, 1) and the refill (0, 1, 0, 1); before the refill: 0.375
+    assert st["reward"] == 0.625
     rc.dynamic_sampling = False
     st = grpo.grpo_step(model, None, opt, enc, problems[:2], rc, score, torch.Generator().manual_seed(0), refill)
-    assert refilled == [1] and st["reward"] == 0.25
+    assert refilled == [1] and st["reward"] == 0.375
 
 
 def test_grpo_step_raises_reward_on_easy_task(tiny_run):
@@ -396,7 +419,6 @@ class Scripted:
 
 
 def test_rejection_sampling_keeps_only_right_clean_finished_samples(world):
-    import evaluate
     cfg, enc, _, _ = world
     en = data.Problem("Compute 12 * 3.", "36", "arith", "en", 1, (1, 12, 3), [])
     zh = data.Problem("计算 12 * 3。", "36", "arith", "zh", 1, (1, 12, 3), [])
