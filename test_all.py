@@ -72,6 +72,18 @@ def test_report_has_a_row_per_stage(tiny_run):
     assert "rejection sampling" in text
 
 
+@pytest.mark.parametrize("stage,extra", [("rl2", ["--general"]), ("rl1_nolang", []), ("sft1", ["--prompt", "Compute 12 * 3."])])
+def test_sample_shows_any_stage(tiny_run, stage, extra):
+    r = subprocess.run([sys.executable, os.path.join(HERE, "sample.py"), "--stage", stage, "--out_dir", tiny_run,
+                        "-n", "2", *extra], capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("reasoning:") == (1 if "--prompt" in extra else 2)
+    assert ("gold:" in r.stdout) == ("--prompt" not in extra)
+    r = subprocess.run([sys.executable, os.path.join(HERE, "sample.py"), "--stage", "rl2", "--out_dir", "/nowhere"],
+                       capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 2 and "python train.py --stage rl2" in r.stderr
+
+
 def test_report_refuses_mixed_heldout_sets(tiny_run, tmp_path):
     out = str(tmp_path / "mixed")
     shutil.copytree(tiny_run, out)
@@ -118,13 +130,25 @@ def test_sft_loss_is_taken_on_response_tokens_only():
     prompt, response = [3, 4, 5, 6], [7, 8, 49]
 
     def loss(p, r):
-        batch_at, _ = train.example_batches([(p, r)], 1, 0, 49, "cpu")
+        batch_at, _ = train.example_batches([(p, r)], 1, 1, 0, 49, "cpu")
         x, y = batch_at(0, 0)
         assert (y[0, :len(p) - 1] == -1).all()
         return model(x, y)[1].item()
     ref = loss(prompt, response)
     assert loss([9, 4, 5, 6], response) == ref and loss([3, 9, 9, 6], response) == ref
     assert loss([3, 4, 5, 9], response) != ref and loss(prompt, [7, 9, 49]) != ref
+
+
+def test_sft_batches_cover_each_epoch_once():
+    examples = [([1, 2], [10 + i, 99]) for i in range(10)]
+    for accum in (1, 2):
+        batch_at, per_epoch = train.example_batches(examples, 3, accum, 0, 99, "cpu")
+        assert per_epoch == (4 if accum == 1 else 2)
+        for epoch in range(2):
+            seen = [int(t) for s in range(epoch * per_epoch, (epoch + 1) * per_epoch) for m in range(accum)
+                    for t in batch_at(s, m)[1][:, 1]]
+            assert len(seen) == 12 and set(seen) == {10 + i for i in range(10)}  # every example, 2 filled up
+    assert batch_at(0, 0)[1].tolist() != batch_at(per_epoch, 0)[1].tolist()  # a fresh order each epoch
 
 
 def test_both_loops_clip_at_the_configured_norm(monkeypatch):

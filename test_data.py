@@ -6,6 +6,8 @@ tokenizer. References: exact arithmetic, the writers' inverse readers, hand-writ
 """
 import base64
 import random
+import re
+from collections import Counter
 from fractions import Fraction
 
 import pytest
@@ -51,7 +53,8 @@ def test_heldout_sets_are_distinct_and_balanced(small_world):
     assert len(held) == cfg.n_heldout == len({(p.kind, p.key) for p in held})
     assert len(general) == 100 == len({(p.kind, p.key) for p in general})
     assert 0.35 < sum(p.lang == "zh" for p in held) / len(held) < 0.65  # rl_p_zh = 0.5
-    assert {p.kind for p in general} == set(data.GENERAL_KINDS)
+    assert Counter(p.kind for p in general) == {"words": 50, "compare": 50}
+    assert Counter(p.kind for p in data.general_problems(cfg, 5, seed=0)) == {"words": 3, "compare": 2}
     assert all(data.split_of(p.kind, p.key) == "heldout" for p in general)
     text = "\n".join(corpus)
     assert all(p.question not in text for p in general)
@@ -72,6 +75,42 @@ def test_problem_answers_are_right():
         assert Fraction(ans) == Fraction(a, b) + (1 if op == "+" else -1) * Fraction(c, e)
         (c, a, b), _, _, steps, ans = data.gen_poly(rng, rng.randint(1, 2))
         assert ans == data.poly_str(c, c * b + a, a * b)  # (cx + a)(x + b) = cx^2 + (cb + a)x + ab
+
+
+def corpus_style(doc):
+    """The style a corpus document was written in, read back from its text."""
+    if any(m in doc for m in ("in words.", "Which is larger", "用汉字写出", "哪个大")):
+        return "general"
+    if doc.startswith((data.ZERO_TEMPLATE["en"][:20], data.ZERO_TEMPLATE["zh"][:8])):
+        if data.BARE_OPENER["en"] in doc or data.BARE_OPENER["zh"] in doc:
+            return "template-bare"
+        return "template-chain" if "<think>" in doc.split("\n")[-1] else "template-plain"
+    if "Solution: " not in doc and "解答：" not in doc:
+        return "bare"
+    solution = doc.split("\n")[1]
+    if re.search(r"[a-z]{2}", solution) and re.search(r"[\u4e00-\u9fff]", solution):
+        return "switch"
+    a, b = map(int, re.search(r"(\d+) \* (\d+)", doc).groups())
+    return "chain" if int(re.search(r"(\d+)$", doc).group(1)) == a * b else "slip"
+
+
+def test_corpus_mixes_the_styles_at_the_configured_rates():
+    cfg = data.DataConfig(n_docs=8000, seed=2, corpus_mix="arith:1,arith:2")
+    docs = data.build_corpus(cfg)
+    share = {s: n / len(docs) for s, n in Counter(map(corpus_style, docs)).items()}
+    rest = 1 - cfg.p_general
+    template = rest * (1 - cfg.p_chain - cfg.p_bare - cfg.p_slip - cfg.p_switch)
+    want = {"general": cfg.p_general, "chain": rest * cfg.p_chain, "bare": rest * cfg.p_bare,
+            "slip": rest * cfg.p_slip, "switch": rest * cfg.p_switch,
+            "template-plain": template * (1 - cfg.p_template_tagged),
+            "template-chain": template * cfg.p_template_tagged * cfg.p_template_chain,
+            "template-bare": template * cfg.p_template_tagged * (1 - cfg.p_template_chain)}
+    for style, p in want.items():
+        assert abs(share.get(style, 0) - p) < 0.015, (style, share.get(style), p)
+    problems = [d for d in docs if corpus_style(d) != "general"]
+    zh = sum(bool(re.search(r"[\u4e00-\u9fff]", d.split("\n")[0 if not d.startswith("The") else 1]))
+             for d in problems) / len(problems)
+    assert abs(zh - cfg.p_zh) < 0.02
 
 
 def test_template_chains_on_chinese_prompts_are_mostly_english():
@@ -117,7 +156,8 @@ def test_english_reader_accepts_every_spelling(text, n):
 @pytest.mark.parametrize("text", ["three hundred seven forty", "forty-seven hundred", "347", "fortyseven",
                                   "three hundred forty-seven hundred", "seventeen two", "twenty ten", "and",
                                   "hundred", "three hundred and", "zero", "one hundred zero", "ten hundred",
-                                  "", "one two", "twenty-one-two", "eleventy", "three hundred and and five"])
+                                  "", "one two", "twenty-one-two", "eleventy", "three hundred and and five",
+                                  "eleventy hundred", "forty zzz", "zzz seven"])
 def test_english_reader_rejects_near_misses(text):
     assert data.read_words_en(text) is None
 
@@ -148,14 +188,21 @@ def test_general_check():
 
 def test_general_tasks_by_construction():
     rng = random.Random(0)
+    lengths = Counter()
     for _ in range(300):
         for lang in ("en", "zh"):
-            w = data.make_general(rng, "words", lang, "rl")
+            w = data.make_general(rng, "words", lang, "corpus")
             n = w.key[0]
             assert w.answer == (data.words_en(n) if lang == "en" else data.words_zh(n)) and str(n) in w.question
-            c = data.make_general(rng, "compare", lang, "rl")
-            assert int(c.answer) == max(c.key) and c.key[0] != c.key[1]
+            assert 1 <= n <= 999 and (lang == "zh") == bool(re.search(r"[\u4e00-\u9fff]", w.question))
+            c = data.make_general(rng, "compare", lang, "corpus")
+            assert int(c.answer) == max(c.key) and c.key[0] != c.key[1] and all(10 <= k <= 999 for k in c.key)
             assert data.general_correct(c.kind, lang, c.answer, c.answer)
+            assert (lang == "zh") == bool(re.search(r"[\u4e00-\u9fff]", c.question))
+            lengths.update([("words", len(str(n))), ("compare", len(str(c.key[0])))])
+    for d in (1, 2, 3):  # every length of number equally likely (the split keeps 70% of each)
+        assert 150 < lengths["words", d] < 250, lengths
+    assert 250 < lengths["compare", 2] < 350 and 250 < lengths["compare", 3] < 350
     resp = data.general_response(w)
     assert resp == f" <think> {data.GENERAL_THINK[w.lang]} </think> <answer> {w.answer} </answer>"
 
