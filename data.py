@@ -1,5 +1,6 @@
 """
-The toy world: seeded math problems, their worked solutions, the datasets, and the tokenizer.
+The toy world: seeded math problems, their worked solutions, general tasks, the datasets of
+every stage, and the tokenizer.
 
     python data.py                 # print a few problems, documents and the split sizes
 
@@ -14,9 +15,30 @@ with <think>/<answer> tags (mostly with a bare "I know this one." inside <think>
 therefore knows both habits; under the template it mostly answers bare and is mostly wrong, and
 RL has to discover that the chain is right more often.
 
+Language mixing, with a cause. R1-Zero mixed languages because nothing rewarded staying in one
+(R1 §2.3.2). Here the web is half Chinese (p_zh), but its R1-style traces are mostly English,
+Chinese questions included (p_template_en_on_zh): the one asymmetry between the languages, so
+under the template an English chain on a Chinese prompt is the habit, and RL from the base
+keeps it; no reward asks for it. Its price, the base's accuracy on Chinese prompts with the
+chain forced to open in Chinese against English, is small but real (README: with p_zh = 0.3
+it was large enough to sink the R1 pipeline below R1-Zero).
+
+General tasks (R1 §2.3.3's non-reasoning data): write a number in words (English words for an
+English prompt, Chinese numerals for a Chinese one) and name the larger of two numbers. They need
+no chain of thought, and each has an exact reader of its answer (`general_correct`). The corpus
+holds a few of them as plain question and answer, never in the template, so the base and R1-Zero
+are poor at them there: teaching them is sft2's job.
+
+The cold start (R1 §2.3.1) is written by the world's own solution writer (`cold_start_set`), not
+collected from the zero stage: the writer's chains are right by construction, single-language
+and readable (an opener, one sentence per step, a closing summary), which is what the paper's
+post-processing of collected outputs achieves; collecting zero's outputs would need the same
+rewrite into one language, and would tie sft1 to one zero run.
+
 Problems are keyed by their parameters (language-free). A stable hash of the key splits the
-world into three disjoint parts: the pretraining corpus, the RL prompts, and the held-out set.
-Held-out problems are never trained on, by pretraining or by RL.
+world into three disjoint parts: the pretraining corpus, the RL prompts, and the held-out set;
+general tasks are split the same way. Held-out problems are never trained on by any stage, and
+each appears in the held-out set once.
 
 The tokenizer is a byte-level BPE trained here on the corpus (digits one per token, so the
 model sees numbers digit by digit), run through tiktoken.Encoding and saved in tiktoken's rank
@@ -201,7 +223,7 @@ def make_problem(rng, kind, difficulty, lang, split, slip=None):
 @dataclass
 class DataConfig:
     n_docs: int = 40_000          # pretraining documents (each ends with <|endoftext|>)
-    p_zh: float = 0.3             # share of Chinese problems
+    p_zh: float = 0.5             # share of Chinese documents (both languages equally common)
     p_chain: float = 0.40         # careful step-by-step solution
     p_bare: float = 0.15          # bare answer, no work
     p_slip: float = 0.08          # step-by-step with one wrong step
@@ -460,12 +482,8 @@ def general_correct(problem_kind, lang, pred, gold):
 
 
 # ----------------------------------------------------------------------------------------------
-# SFT sets: the cold start (R1 §2.3.1) and the examples of the supervised stages.
-# The cold-start chains are written by the world's own solution writer, not collected from the
-# zero stage: the writer's chains are right by construction, single-language and readable
-# (opener, one sentence per step, a closing summary), which is what R1 §2.3.1 asks the human
-# annotators' post-processing to achieve; collecting zero's outputs would need the same rewrite
-# into one language, and would tie sft1 to one zero run.
+# SFT sets: the cold start (R1 §2.3.1; where it comes from: the module docstring) and the
+# encoding of every supervised stage's (prompt, response) examples.
 
 SUMMARY = {"en": "So the answer is {}.", "zh": "所以答案是 {}。"}
 

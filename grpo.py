@@ -2,9 +2,11 @@
 GRPO: Group Relative Policy Optimization, the RL algorithm behind DeepSeek-R1-Zero and R1.
 
 Run it through the trainer: `python train.py --stage zero` (R1-Zero: GRPO from the base model
-with accuracy + format rewards only). This file holds the pieces: group-relative advantages,
-the clipped objective with its KL penalty, per-token log-probs and masks, and (at the bottom)
-the rollouts and the update step. The loss is a pure function of tensors, tested on its own.
+with accuracy + format rewards only), or rl1 / rl2 of the R1 pipeline. This file holds the
+pieces: group-relative advantages, the clipped objective with its KL penalty, per-token
+log-probs and masks, and (at the bottom) the rollouts, the update step and the rejection
+sampling of sft2 (R1 §2.3.3), which reuses the rollouts. The loss is a pure function of
+tensors, tested on its own.
 
 Why no critic. PPO estimates each token's advantage with a learned value function as large as
 the policy. GRPO (DeepSeekMath §4.1, R1 paper §2.2.1) drops it: for each prompt q it samples a
@@ -47,8 +49,11 @@ Two later fixes, available as options. DAPO §3.1 "clip-higher": a larger upper 
 (eps_high = 0.28 against eps = 0.2) lets unlikely tokens with A > 0 grow faster, which keeps
 entropy from collapsing (`clip_eps_high`). Dr. GRPO §3 drops the division by the group std: it
 up-weights groups that are nearly all right or all wrong, a question-difficulty bias
-(`scale_std=False`). DAPO's overlong filtering (mask truncated completions) is
-`completion_mask(..., mask_truncated=True)`.
+(`scale_std=False`). It also amplifies a dense reward term: in a group that is all wrong, the
+std of a language-consistency score that wobbles by 0.02 scales that wobble up to a full-size
+advantage, so the R1 pipeline's rl1 and rl2 run without the division (train.py's stage table
+has the measurement). DAPO's overlong filtering (mask truncated completions) is
+`completion_mask(..., mask_truncated=True)`, which `pack` applies.
 
 Where this code deliberately differs from the paper:
 - R1 eq. 1 writes the ratio per whole output; we use per-token ratios and clipping, as in
