@@ -31,9 +31,9 @@ are poor at them there: teaching them is sft2's job.
 
 The cold start (R1 §2.3.1) is written by the world's own solution writer (`cold_start_set`), not
 collected from the zero stage: the writer's chains are right by construction, single-language
-and readable (an opener, one sentence per step, a closing summary), which is what the paper's
-post-processing of collected outputs achieves; collecting zero's outputs would need the same
-rewrite into one language, and would tie sft1 to one zero run.
+and readable (an opener, one sentence per step, the last one the result), which is what the
+paper's post-processing of collected outputs achieves; collecting zero's outputs would need the
+same rewrite into one language, and would tie sft1 to one zero run.
 
 Problems are keyed by their parameters (language-free). A stable hash of the key splits the
 world into three disjoint parts: the pretraining corpus, the RL prompts, and the held-out set;
@@ -485,13 +485,13 @@ def general_correct(problem_kind, lang, pred, gold):
 # SFT sets: the cold start (R1 §2.3.1; where it comes from: the module docstring) and the
 # encoding of every supervised stage's (prompt, response) examples.
 
-SUMMARY = {"en": "So the answer is {}.", "zh": "所以答案是 {}。"}
-
-
 def cold_start_response(problem):
+    """The opener and the chain in the prompt's language; its last step states the result. No
+    separate summary sentence (R1 §2.3.1 adds one): a phrase the web never uses is one the BPE
+    never merged, and a 4-layer model spelled it byte by byte ("SS the answer is"), and copied
+    the answer from it with new slips."""
     lang = problem.lang
-    think = f"{CHAIN_OPENER[lang]} {chain_text(problem.steps, lang)} {SUMMARY[lang].format(problem.answer)}"
-    return tagged(think, problem.answer)
+    return tagged(f"{CHAIN_OPENER[lang]} {chain_text(problem.steps, lang)}", problem.answer)
 
 
 def cold_start_set(cfg, n, seed):

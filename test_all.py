@@ -121,6 +121,15 @@ def test_sft2_starts_from_the_base_not_rl1(tiny_run):
     assert not all(torch.equal(state[k], rl1[k]) for k in rl1)
 
 
+def test_stage_rows_override_the_preset_and_flags_override_rows():
+    args = train.parse_args(["--preset", "tiny"])
+    cfg = lambda stage: train.build_configs(args, "cpu", stage)[1]
+    assert cfg("sft1")["sft"].sft_lr == 1e-3 and cfg("sft2")["sft"].sft_lr == 5e-4  # GENTLE
+    assert cfg("zero")["rl"].scale_std and not cfg("rl1")["rl"].scale_std  # DENSE
+    args = train.parse_args(["--preset", "tiny", "--sft_lr", "2e-4"])
+    assert cfg("sft2")["sft"].sft_lr == 2e-4
+
+
 def test_sft_loss_is_taken_on_response_tokens_only():
     """With a model that cannot look back (no blocks: position t sees token t alone), changing
     a prompt token other than the last changes nothing the loss sees; the last prompt token

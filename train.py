@@ -71,7 +71,7 @@ class TrainConfig:
 
 @dataclass
 class SFTConfig:
-    sft_lr: float = 1e-3          # peak learning rate of sft1 and sft2 (a third of pretraining's)
+    sft_lr: float = 1e-3          # peak learning rate of sft1 (a third of pretraining's; sft2: GENTLE)
     sft_batch_size: int = 32      # examples per step
     sft_warmup: int = 10          # linear warmup steps
     sft1_epochs: int = 4          # passes over the cold-start set (small, so several)
@@ -80,9 +80,8 @@ class SFTConfig:
     rs_prompts: int = 1200        # rejection sampling: prompts (more than rl1 sees)
     rs_samples: int = 4           # completions sampled per prompt
     rs_temperature: float = 1.0   # their sampling temperature
-    n_general_sft: int = 8000     # general-task examples added to sft2 (R1 §2.3.3's "non-reasoning data"; more
-                                  # than the reasoning samples, unlike R1's 200k to 600k: a 4-layer model needs
-                                  # thousands to write numbers in words, measured 56% with 2,400, 95% with 6,000)
+    n_general_sft: int = 8000     # general examples in sft2 (R1 §2.3.3; more than the reasoning samples, unlike
+                                  # R1's 200k to 600k: measured 56% general accuracy with 2,400, 95% with 6,000)
 
 
 CONFIGS = {"model": GPTConfig, "data": data.DataConfig, "train": TrainConfig, "sft": SFTConfig, "rl": RLConfig}
@@ -120,13 +119,15 @@ class Stage:
     overrides: tuple = ()      # (field, value) pairs applied over the preset; flags still win
 
 
-# rl1, its ablation and rl2 sum a dense term (language consistency, a share in [0, 1]) with the
-# sparse accuracy. GRPO's division by the group std amplifies whatever varies when nothing else
-# does: in a group that is all wrong, a 0.02 wobble of consistency becomes a full-size
-# advantage, and RL learns to say less (measured: rl1 fell from 19% to 6.5% held-out, its
-# responses from 68 to 40 tokens). Dr. GRPO's unscaled advantages (Liu et al. 2025 §3) keep
-# each term at its own weight, so these stages use them.
+# rl1, its ablation and rl2 sum a dense term (language consistency, in [0, 1]) with the sparse
+# accuracy. GRPO's division by the group std amplifies whatever varies when nothing else does:
+# in an all-wrong group a 0.02 wobble of consistency becomes a full-size advantage, and RL learns
+# to say less (measured: rl1 fell from 19% to 6.5% held-out, 68 to 40 tokens). Dr. GRPO's
+# unscaled advantages (Liu et al. 2025 §3) keep each term at its own weight.
 DENSE = (("scale_std", False),)
+# sft2 restarts from the base on mostly general data; at sft1's rate it forgot the chains (rl1
+# 24% -> sft2 15% held-out), at half of it distilling rl1's right samples pays (-> 27.5%).
+GENTLE = (("sft_lr", 5e-4),)
 
 STAGES = {
     "pretrain": Stage("toy pretrain: the base model", "sft", None, "corpus", own=("max_iters",)),
@@ -140,7 +141,8 @@ STAGES = {
                         ("accuracy", "format"), own=("rl1_steps",), overrides=DENSE),
     "sft2": Stage("rejection sampling from rl1 + general tasks, SFT from the base (R1 §2.3.3)", "sft", "pretrain",
                   "rejection", needs=("rl1",),
-                  own=("sft2_epochs", "rs_prompts", "rs_samples", "rs_temperature", "n_general_sft")),
+                  own=("sft2_epochs", "rs_prompts", "rs_samples", "rs_temperature", "n_general_sft"),
+                  overrides=GENTLE),
     "rl2": Stage("all-scenario RL: reasoning + general prompts (R1 §2.3.4)", "grpo", "sft2", "all_scenario",
                  ("accuracy", "format", "lang", "needless"),
                  own=("rl2_steps", "lang_weight", "general_frac", "needless_penalty"), overrides=DENSE),
