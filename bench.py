@@ -10,7 +10,11 @@ fp8 (loss gap of each recipe against full precision after a full cpu-preset pret
 about 1.5 hours on 2 cores, reused once done; CPU step time), rewards (verdicts/s and
 p99 latency), grpo (one GRPO step split into its phases). All at the cpu preset's shapes on the
 machine it runs on; the CPU may be shared, so treat small differences as noise.
+gpu (CUDA only; without it one line says so and nothing is written): the gpu preset's shapes
+on one GPU in bf16 autocast, as train.py runs them: training tokens/s and MFU, sampling
+tokens/s, a large linear layer in bf16 and in each FP8 recipe, the MoE layer's dispatches.
 """
+import contextlib
 import json
 import os
 import random
@@ -26,6 +30,7 @@ import torch
 import data
 import fp8
 import grpo
+import moe
 import rewards
 import train
 from checkpoint import load_checkpoint
@@ -45,11 +50,17 @@ def cpu_preset_configs():
     return cfgs, enc, corpus
 
 
-def timed(fn, reps=3, warmup=1):
+def timed(fn, reps=3, warmup=1, sync=None):
+    """Median seconds of fn over reps runs after warmup runs. sync (torch.cuda.synchronize for
+    GPU work) runs before each clock read, so kernels still queued count."""
     ts = []
     for i in range(warmup + reps):
+        if sync:
+            sync()
         t0 = time.perf_counter()
         fn()
+        if sync:
+            sync()
         if i >= warmup:
             ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
@@ -91,7 +102,9 @@ def bench_model():
 # preset's expert size. fp32 for both sides (like with like); medians of per-repeat ratios.
 # "gemm_floor" runs only the 18 GEMMs of the MoE's forward+backward (the same shapes, one
 # jagged _grouped_mm per routed GEMM): no dispatch can beat it, so floor/loop bounds from
-# below what any dispatch could reach for moe.ratio_vs_loop on this machine.
+# below what any dispatch could reach for moe.ratio_vs_loop on this machine. On CUDA (the gpu
+# group) the same timers run in bf16 autocast, as training does: the grouped dispatch then runs
+# _grouped_mm's CUTLASS kernel (fp32 would take its per-group fallback), groups padded as moe.py pads.
 
 LARGE_SHAPE = (16, 256, 512, 16, 2, 1, 256)  # 4096 tokens
 
@@ -103,12 +116,21 @@ def _cfg(C, E, K, S, H, dispatch):
         bias_update_gamma=0.0, seq_aux_alpha=1e-4, moe_dispatch=dispatch)
 
 
+def _sync(x):
+    if x.is_cuda:  # read the clock only once the GPU has finished
+        torch.cuda.synchronize(x.device)
+
+
 def _fwd_bwd(module, x):
     module.zero_grad(set_to_none=True)
     x.grad = None
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if x.is_cuda else contextlib.nullcontext()
+    _sync(x)
     t0 = time.perf_counter()
-    loss = module(x).float().square().mean() + getattr(module, "aux_loss", 0.0)
+    with amp:
+        loss = module(x).float().square().mean() + getattr(module, "aux_loss", 0.0)
     loss.backward()
+    _sync(x)
     return time.perf_counter() - t0
 
 
@@ -116,16 +138,20 @@ def _gemm_floor(m, x):
     """A timer for the GEMMs alone of MoE m's forward+backward on x, with m's routing."""
     N, C = x.numel() // x.shape[-1], x.shape[-1]
     E, H = m.w1.shape[:2]
+    dt = torch.bfloat16 if x.is_cuda else torch.float32  # the experts' dtype (autocast on CUDA)
     with torch.no_grad():
         idx = m.route(x.reshape(N, C))[0]
-    offs = torch.bincount(idx.flatten(), minlength=E).cumsum(0).int()
-    M, Hs = offs[-1].item(), m.shared.w1.out_features if m.shared is not None else 0
-    xs, h, ys = torch.randn(M, C), torch.randn(M, H), torch.randn(M, C)
-    xt, hs, w1, w2 = torch.randn(N, C), torch.randn(N, Hs), torch.randn(E, H, C), torch.randn(E, C, H)
-    s1, s2 = torch.randn(Hs, C), torch.randn(C, Hs)
+    align = m.expert_gemm.row_align(x.new_empty(0, dtype=dt), m.w1)  # 1 on CPU: no padding
+    _, offs, M = moe._pad_groups(torch.bincount(idx.flatten(), minlength=E), idx.numel(), align)
+    Hs = m.shared.w1.out_features if m.shared is not None else 0
+    r = lambda *shape: torch.randn(*shape, device=x.device, dtype=dt)
+    xs, h, ys = r(M, C), r(M, H), r(M, C)
+    xt, hs, w1, w2 = r(N, C), r(N, Hs), r(E, H, C), r(E, C, H)
+    s1, s2 = r(Hs, C), r(C, Hs)
     gmm = torch._grouped_mm
 
     def run():
+        _sync(x)
         t0 = time.perf_counter()
         for _ in range(2):  # w1, w3: forward, input grad, weight grad
             gmm(xs, w1.transpose(1, 2), offs=offs), gmm(h, w1, offs=offs), gmm(h.t(), xs, offs=offs)
@@ -134,21 +160,22 @@ def _gemm_floor(m, x):
             for _ in range(2):
                 xt @ s1.t(), hs @ s1, hs.t() @ xt
             hs @ s2.t(), xt @ s2, xt.t() @ hs
+        _sync(x)
         return time.perf_counter() - t0
     return run
 
 
-def _ratios(shape, repeats, with_loop, warmup=2):
+def _ratios(shape, repeats, with_loop, warmup=2, device="cpu"):
     """Median over repeats of t(moe)/t(dense), t(moe)/t(loop) and t(gemm_floor)/t(loop), one
     forward+backward each (input and parameter grads). The timers take turns within every
     repeat and each repeat gives its own ratio, so a noisy neighbour slows all of them alike."""
     B, T, C, E, K, S, H = shape
     torch.manual_seed(0)
-    x = torch.randn(B, T, C, requires_grad=True)
-    moe_m, dense_m = MoE(_cfg(C, E, K, S, H, "grouped")).train(), SwiGLU(C, (K + S) * H).train()
+    x = torch.randn(B, T, C, device=device, requires_grad=True)
+    moe_m, dense_m = MoE(_cfg(C, E, K, S, H, "grouped")).to(device), SwiGLU(C, (K + S) * H).to(device)
     timers = {"moe": lambda: _fwd_bwd(moe_m, x), "dense": lambda: _fwd_bwd(dense_m, x)}
     if with_loop:  # same weights, same routing, the naive dispatch
-        loop_m = MoE(_cfg(C, E, K, S, H, "loop")).train()
+        loop_m = MoE(_cfg(C, E, K, S, H, "loop")).to(device)
         loop_m.load_state_dict(moe_m.state_dict())
         timers["loop"] = lambda: _fwd_bwd(loop_m, x)
         timers["floor"] = _gemm_floor(moe_m, x)
@@ -184,24 +211,26 @@ def bench_moe_shapes(cpu_preset_shape=(16, 192, 128, 8, 2, 1, 128), repeats=15):
     }
 
 
-def bench_moe():
-    cfgs, _, _ = cpu_preset_configs()
+def moe_shape(cfgs):
+    """A preset's MoE layer as (B, T, C, E, K, S, H)."""
     m, t = cfgs["model"], cfgs["train"]
-    return bench_moe_shapes((t.batch_size, m.block_size, m.n_embd, m.n_routed_experts, m.n_experts_per_tok,
-                             m.n_shared_experts, m.moe_hidden))
+    return (t.batch_size, m.block_size, m.n_embd, m.n_routed_experts, m.n_experts_per_tok, m.n_shared_experts,
+            m.moe_hidden)
+
+
+def bench_moe():
+    return bench_moe_shapes(moe_shape(cpu_preset_configs()[0]))
 
 
 # ---- fp8: each recipe's loss against full precision (same seed, same steps), and step time
 
-def _step_ms(x, w, recipe, reps):
-    times = []
-    for i in range(reps + 1):                          # the first one warms up
-        t0 = time.perf_counter()
+def _step_ms(x, w, recipe, reps, warmup=1, sync=None):
+    """Median ms of one forward + backward (input and weight grads) of fp8_linear(x, w, recipe)."""
+    def step():
+        x.grad = w.grad = None
         y = fp8.fp8_linear(x, w, recipe)
         y.backward(torch.ones_like(y))
-        times.append((time.perf_counter() - t0) * 1e3)
-        x.grad = w.grad = None
-    return statistics.median(times[1:])
+    return 1e3 * timed(step, reps, warmup, sync)
 
 
 def bench_fp8_step_times(S=2048, I=512, O=512, reps=5) -> dict:
@@ -344,7 +373,84 @@ def bench_grpo():
     return res
 
 
-GROUPS = {"model": bench_model, "moe": bench_moe, "fp8": bench_fp8, "rewards": bench_rewards, "grpo": bench_grpo}
+# ---- gpu: the gpu preset on one CUDA device, in bf16 autocast with fused AdamW as train.py runs
+# it. Every timer synchronizes before reading the clock; medians of repeats after warmup.
+
+def gpu_unavailable():
+    """Why the gpu group cannot run here (None: it can)."""
+    return None if torch.cuda.is_available() else "torch.cuda.is_available() is False"
+
+
+def bench_gpu(reps=5):
+    """gpu.matmul_tflops: a bf16 8192^3 matmul, the measured peak that MFU divides by (not the
+    data sheet's). gpu.train_tok_s: gpu-preset training steps (forward, backward, clip, AdamW)
+    on random tokens of a 1024-word vocabulary; gpu.mfu = train_tok_s * (6 N + 12 L C T) / peak,
+    N the active parameters (routed experts counted K of E times; the tied embedding once, as
+    the output head's matmul), 12 L C T the attention scores and values (PaLM, app. B; causal
+    masking's half not subtracted). gpu.sample_tok_s: generate() with the KV cache, 64 prompts
+    of 32 random tokens, 256 new tokens each at temperature 1 (no end-of-text: every row runs).
+    A linear layer of 8192 tokens x 4096 in x 4096 out, forward + backward in bf16 and in each
+    FP8 recipe (quantization included): gpu.linear_ms_*, gpu.fp8_speedup_<recipe> = bf16 ms /
+    fp8 ms. The gpu preset's MoE layer (bench.py's moe timers): gpu.moe_ratio_vs_loop,
+    gpu.moe_ratio_vs_dense, gpu.moe_gemm_floor_vs_loop (time ratios: below 1 is faster)."""
+    dev, sync, bf16 = "cuda", torch.cuda.synchronize, torch.bfloat16
+    _, cfgs = train.build_configs(train.parse_args(["--preset", "gpu"]), dev)
+    mc, tc = cfgs["model"], cfgs["train"]
+    mc.vocab_size = 1024
+    amp = torch.autocast(dev, dtype=bf16)
+    print(f"gpu: {torch.cuda.get_device_name()}, capability {torch.cuda.get_device_capability()}, "
+          f"CUDA {torch.version.cuda}")
+    torch.manual_seed(0)
+    a, b, c = (torch.randn(8192, 8192, device=dev, dtype=bf16) for _ in range(3))
+    peak = 10 * 2 * 8192 ** 3 / timed(lambda: [torch.mm(a, b, out=c) for _ in range(10)], reps, 2, sync)
+    res = {"gpu.matmul_tflops": peak / 1e12}
+    del a, b, c
+
+    model = GPT(mc).to(dev)
+    opt = train.make_optimizer(model, tc.lr, tc, dev)
+    x = torch.randint(mc.vocab_size, (tc.batch_size, mc.block_size), device=dev)
+
+    def train_step():
+        with amp:
+            _, loss = model(x, x.roll(-1, 1))
+        loss.backward()
+        train.clip_and_step(model, opt, tc.grad_clip)
+    tok_s = x.numel() / timed(train_step, reps, 3, sync)
+    flops_per_tok = 6 * model.n_params(active=True) + 12 * mc.n_layer * mc.n_embd * mc.block_size
+    res.update({"gpu.train_tok_s": tok_s, "gpu.mfu": tok_s * flops_per_tok / peak})
+
+    model.eval()
+    prompts = torch.randint(mc.vocab_size, (64, 32)).tolist()
+
+    def sample():
+        with amp:  # eot = vocab_size is never sampled: 64 x 256 new tokens
+            model.generate(prompts, 256, mc.vocab_size, temperature=1.0)
+    res["gpu.sample_tok_s"] = 64 * 256 / timed(sample, 3, 1, sync)
+    del model, opt, x
+
+    x = torch.randn(8192, 4096, device=dev, dtype=bf16, requires_grad=True)
+    w = (torch.randn(4096, 4096, device=dev, dtype=bf16) * 0.02).requires_grad_()
+    ms = {"bf16": _step_ms(x, w, "off", reps, 3, sync)}
+    for recipe in fp8.RECIPES:
+        ok, why = fp8.fp8_supported(dev, recipe)
+        if ok:
+            ms[recipe] = _step_ms(x, w, recipe, reps, 3, sync)
+            res[f"gpu.fp8_speedup_{recipe}"] = ms["bf16"] / ms[recipe]
+        else:
+            print(f"gpu: no {recipe} figures: {why}")
+    res.update({f"gpu.linear_ms_{k}": v for k, v in ms.items()})
+    del x, w
+
+    r = _ratios(moe_shape(cfgs), repeats=10, with_loop=True, device=dev)
+    res.update({"gpu.moe_ratio_vs_loop": r["loop"], "gpu.moe_ratio_vs_dense": r["dense"],
+                "gpu.moe_gemm_floor_vs_loop": r["floor"], "gpu.moe_ms_fwd_bwd": r["moe_ms"],
+                "gpu.moe_ms_fwd_bwd_loop": r["loop_ms"]})
+    return res
+
+
+GROUPS = {"model": bench_model, "moe": bench_moe, "fp8": bench_fp8, "rewards": bench_rewards, "grpo": bench_grpo,
+          "gpu": bench_gpu}
+UNAVAILABLE = {"gpu": gpu_unavailable}  # group -> why it cannot run here (None: it can)
 
 
 def main():
@@ -353,7 +459,14 @@ def main():
     if bad:
         print(f"bench.py: error: unknown group {bad[0]!r} (valid groups: {', '.join(GROUPS)})", file=sys.stderr)
         sys.exit(2)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    for name in list(names):  # a group that cannot run here says so in one line and writes nothing
+        why = UNAVAILABLE.get(name, lambda: None)()
+        if why:
+            print(f"({name}: skipped: {why}; nothing written)")
+            names.remove(name)
+    if names:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu"
+              + (" (gpu group: cuda)" if "gpu" in names else ""))
     path = os.path.join(ROOT, "bench.json")
     for name in names:
         t0 = time.time()
