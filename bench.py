@@ -8,7 +8,8 @@ bench.json is a flat {"group.figure": value} map so figures can be compared acro
 Groups: model (training and sampling tokens/s), moe (MoE layer vs dense and vs a loop),
 fp8 (loss gap of each recipe against full precision after a full cpu-preset pretrain: six runs,
 about 1.5 hours on 2 cores, reused once done; CPU step time), rewards (verdicts/s and
-p99 latency), grpo (one GRPO step split into its phases). All at the cpu preset's shapes on the
+p99 latency), grpo (one GRPO step split into its phases), ddp (training tokens/s in 1 and 2
+processes over gloo, the cores shared out). All at the cpu preset's shapes on the
 machine it runs on; the CPU may be shared, so treat small differences as noise.
 gpu (CUDA only; without it one line says so and nothing is written): the gpu preset's shapes
 on one GPU in bf16 autocast, as train.py runs them: training tokens/s and MFU, sampling
@@ -21,13 +22,16 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from fractions import Fraction
 
 import torch
+import torch.multiprocessing as mp
 
 import data
+import dist
 import fp8
 import grpo
 import moe
@@ -376,6 +380,48 @@ def bench_grpo():
 # ---- gpu: the gpu preset on one CUDA device, in bf16 autocast with fused AdamW as train.py runs
 # it. Every timer synchronizes before reading the clock; medians of repeats after warmup.
 
+# ----------------------------------------------------------------------------------------------
+# ddp: the supervised loop at the cpu preset in 1 and in 2 processes (gloo), the same global batch
+
+def _ddp_rank(rank, world, init_file, steps, threads, out):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(threads)
+    _, cfgs = train.build_configs(train.parse_args([]), "cpu")
+    mc, tc = cfgs["model"], cfgs["train"]
+    torch.manual_seed(0)
+    model = GPT(mc)
+    opt = train.make_optimizer(model, tc.lr, tc, "cpu")
+    ids = torch.randint(mc.vocab_size, (200_000,), generator=torch.Generator().manual_seed(0))
+    batch_at = train.corpus_batches(ids, tc, mc.block_size, "cpu")
+    run = types.SimpleNamespace(step=0, log=lambda row: None,
+                                bar=types.SimpleNamespace(update=lambda n: None, set_postfix=lambda **kw: None))
+    step = lambda n: train.train_sft(dist.wrap(model), opt, batch_at, n, lambda s: tc.lr, tc, run,
+                                     contextlib.nullcontext(), save=lambda s: None)
+    step(2)  # warm-up
+    dist.barrier()
+    t0 = time.perf_counter()
+    step(steps)
+    dist.barrier()
+    if rank == 0:
+        json.dump({"tok_s": steps * tc.batch_size * mc.block_size / (time.perf_counter() - t0)}, open(out, "w"))
+    torch.distributed.destroy_process_group()
+
+
+def bench_ddp(steps=20):
+    """ddp.train_tok_s_N: training tokens/s of the cpu preset's pretrain step (global batch
+    fixed) in N processes over gloo, the machine's cores shared out between them; efficiency =
+    tok_s_2 / (2 * tok_s_1)."""
+    cores, res = os.cpu_count(), {}
+    for world in (1, 2):
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "r.json")
+            mp.spawn(_ddp_rank, args=(world, os.path.join(d, "init"), steps, max(1, cores // world), out),
+                     nprocs=world, join=True)
+            res[f"ddp.train_tok_s_{world}"] = json.load(open(out))["tok_s"]
+    res["ddp.efficiency"] = res["ddp.train_tok_s_2"] / (2 * res["ddp.train_tok_s_1"])
+    return res
+
+
 def gpu_unavailable():
     """Why the gpu group cannot run here (None: it can)."""
     return None if torch.cuda.is_available() else "torch.cuda.is_available() is False"
@@ -414,7 +460,7 @@ def bench_gpu(reps=5):
         with amp:
             _, loss = model(x, x.roll(-1, 1))
         loss.backward()
-        train.clip_and_step(model, opt, tc.grad_clip)
+        dist.clip_and_step(model, opt, tc.grad_clip)
     tok_s = x.numel() / timed(train_step, reps, 3, sync)
     flops_per_tok = 6 * model.n_params(active=True) + 12 * mc.n_layer * mc.n_embd * mc.block_size
     res.update({"gpu.train_tok_s": tok_s, "gpu.mfu": tok_s * flops_per_tok / peak})
@@ -449,7 +495,7 @@ def bench_gpu(reps=5):
 
 
 GROUPS = {"model": bench_model, "moe": bench_moe, "fp8": bench_fp8, "rewards": bench_rewards, "grpo": bench_grpo,
-          "gpu": bench_gpu}
+          "ddp": bench_ddp, "gpu": bench_gpu}
 UNAVAILABLE = {"gpu": gpu_unavailable}  # group -> why it cannot run here (None: it can)
 
 

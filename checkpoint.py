@@ -17,12 +17,16 @@ import torch
 from tqdm import tqdm
 
 import data
+import dist
 
 
-def save_checkpoint(path, model, optimizer, step, cfgs, enc, settings):
+def save_checkpoint(path, model, optimizer, step, cfgs, enc, settings, ref=None):
+    """ref: the KL reference's state, saved when it moves during a stage (ref_sync_every)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
              "step": step, "configs": {g: dataclasses.asdict(c) for g, c in cfgs.items()},
              "tokenizer": data.ranks_to_text(enc._mergeable_ranks), "settings": settings}
+    if ref is not None:
+        state["ref"] = ref
     torch.save(state, path + ".tmp")
     os.replace(path + ".tmp", path)
     data.save_tokenizer(enc, os.path.join(os.path.dirname(path), "tokenizer.tiktoken"))
@@ -42,11 +46,15 @@ def write_json(path, obj):
 
 class Run:
     """One stage's directory while it trains: where to resume, metrics.jsonl, checkpoints,
-    the progress bar and, at the end, eval.json."""
+    the progress bar and, at the end, eval.json. Under data parallel every rank reads, rank 0
+    alone writes, and the others wait for it (dist.barrier) where they will read what it wrote."""
 
     def __init__(self, out_dir, name, settings, resume, quiet):
-        self.dir, self.name, self.settings, self.quiet = os.path.join(out_dir, name), name, settings, quiet
-        os.makedirs(self.dir, exist_ok=True)
+        self.dir, self.name, self.settings = os.path.join(out_dir, name), name, settings
+        self.main, self.quiet = dist.is_main(), quiet or not dist.is_main()
+        if self.main:
+            os.makedirs(self.dir, exist_ok=True)
+        dist.barrier()
         self.ckpt_path, self.metrics = os.path.join(self.dir, "ckpt.pt"), os.path.join(self.dir, "metrics.jsonl")
         self.saved, self.step = None, 0
         if resume and os.path.exists(self.ckpt_path):
@@ -58,19 +66,26 @@ class Run:
             print(f"resuming from step {self.step}")
         # metrics.jsonl keeps only what the checkpoint has seen: rows logged after it are redone
         rows = [line for line in open(self.metrics)] if os.path.exists(self.metrics) else []
-        with open(self.metrics, "w") as f:
-            f.writelines(r for r in rows if self.saved and json.loads(r)["step"] <= self.step)
+        dist.barrier()  # every rank has read what it needs before rank 0 rewrites the files
+        if self.main:
+            with open(self.metrics, "w") as f:
+                f.writelines(r for r in rows if self.saved and json.loads(r)["step"] <= self.step)
 
     def progress(self, total):
         self.bar = tqdm(total=total, initial=self.step, disable=self.quiet, desc=self.name, dynamic_ncols=True)
 
     def log(self, row):
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.main:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
-    def save(self, model, opt, step, cfgs, enc):
-        save_checkpoint(self.ckpt_path, model, opt, step, cfgs, enc, self.settings)
+    def save(self, model, opt, step, cfgs, enc, ref=None):
+        if self.main:
+            save_checkpoint(self.ckpt_path, model, opt, step, cfgs, enc, self.settings, ref)
+        dist.barrier()
 
     def finish(self, result):
         self.bar.close()
-        write_json(os.path.join(self.dir, "eval.json"), {**result, "settings": self.settings})
+        if self.main:
+            write_json(os.path.join(self.dir, "eval.json"), {**result, "settings": self.settings})
+        dist.barrier()

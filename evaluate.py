@@ -26,6 +26,7 @@ import random
 import torch
 
 import data
+import dist
 import rewards
 
 MATH_TERMS = ("accuracy", "format")
@@ -39,8 +40,11 @@ def mean(xs):
 @torch.no_grad()
 def respond(model, enc, problems, max_new_tokens, prefix="", batch=100):
     """Greedy responses (optionally forced to begin with `prefix`, one per problem or one for
-    all). Returns the texts (prefix included) and their token counts."""
+    all). Returns the texts (prefix included) and their token counts. Under data parallel each
+    rank answers a contiguous share and every rank gets all the answers, in order."""
     prefixes = prefix if isinstance(prefix, list) else [prefix] * len(problems)
+    n, r, N = len(problems), dist.rank(), dist.world()
+    problems, prefixes = problems[r * n // N:(r + 1) * n // N], prefixes[r * n // N:(r + 1) * n // N]
     was_training = model.training
     model.eval()
     texts, ntoks = [], []
@@ -52,7 +56,7 @@ def respond(model, enc, problems, max_new_tokens, prefix="", batch=100):
             ntoks.append(len(o))
             texts.append(x + enc.decode([t for t in o if t != enc.eot_token]))
     model.train(was_training)
-    return texts, ntoks
+    return dist.gather(texts), dist.gather(ntoks)
 
 
 def score(texts, problems, terms=MATH_TERMS, weights=None):
@@ -75,11 +79,12 @@ def reasoning_summary(problems, texts, ntoks):
     return res
 
 
-def full_eval(model, enc, cfgs, probes=False, autocast=None):
+def full_eval(model, enc, cfgs, probes=False, autocast=None, heldout=None):
     """The eval.json fields of a stage (see the module docstring) plus example responses: one
-    per language and one per general task kind."""
+    per language and one per general task kind. heldout: (problems, file) to evaluate on the
+    held-out share of a --data file instead of the toy world's held-out set."""
     dc, budget = cfgs["data"], cfgs["train"].eval_new_tokens
-    problems, general = data.heldout_problems(dc), data.heldout_general(dc)
+    problems, general = heldout[0] if heldout else data.heldout_problems(dc), data.heldout_general(dc)
     with autocast or contextlib.nullcontext():
         texts, ntoks = respond(model, enc, problems, budget)
         res = reasoning_summary(problems, texts, ntoks)
@@ -91,8 +96,9 @@ def full_eval(model, enc, cfgs, probes=False, autocast=None):
             res[f"accuracy_general_{kind}"] = mean(a for a, p in zip(g["accuracy"], general) if p.kind == kind)
         if probes:
             res.update(forced_openings(model, enc, problems, budget))
-    res["heldout_set"] = heldout_signature(cfgs)
-    picks = [next((p, t) for p, t in zip(problems, texts) if p.lang == lang) for lang in ("en", "zh")]
+    res["heldout_set"] = heldout_signature(cfgs) + (f" file={heldout[1]}" if heldout else "")
+    picks = [next((p, t) for p, t in zip(problems, texts) if p.lang == lang) for lang in ("en", "zh")
+             if any(p.lang == lang for p in problems)]
     picks += [next((p, t) for p, t in zip(general, g_texts) if p.kind == kind) for kind in data.GENERAL_KINDS]
     res["examples"] = [{"prompt": p.question, "lang": p.lang, "kind": p.kind, "answer": p.answer, "response": t}
                        for p, t in picks]

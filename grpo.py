@@ -73,6 +73,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import dist
+
 LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 
 
@@ -247,11 +249,13 @@ def completion_mask(completion_ids, eos_id, mask_truncated=False):
 def rollout(model, enc, problems, cfg, generator=None):
     """G sampled completions for each problem, with the KV cache, under inference mode.
     Returns the prompt ids and completion ids (each including its <|endoftext|> if it stopped),
-    both repeated/ordered so the G completions of a prompt are adjacent."""
+    both repeated/ordered so the G completions of a prompt are adjacent. Under data parallel
+    the rows are this rank's share of the global batch (every rank holds as many)."""
     prompts = [enc.encode_ordinary(p.prompt) for p in problems for _ in range(cfg.group_size)]
     model.eval()
+    B = len(prompts)
     completions = model.generate(prompts, cfg.max_new_tokens, enc.eot_token, temperature=cfg.temperature,
-                                 generator=generator)
+                                 generator=generator, rows=(dist.rank() * B, dist.world() * B))
     model.train()
     return prompts, completions
 
@@ -292,12 +296,15 @@ def sample_and_score(model, enc, problems, cfg, score_fn, generator):
 
 def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=None, refill=None, grad_clip=1.0):
     """One GRPO step. score_fn(texts, problems) -> dict of lists (reward, accuracy, format, lang).
-    refill(n) -> n more problems, used only by dynamic sampling. Returns a dict of stats."""
-    dev = next(model.parameters()).device
+    refill(n) -> n more problems, used only by dynamic sampling. Returns a dict of stats.
+    Under data parallel `model` is the DDP-wrapped policy and `problems` this rank's share
+    (whole groups); sampling and scoring use the bare model (dist.py)."""
+    policy = getattr(model, "module", model)
+    dev = next(policy.parameters()).device
     G, t0 = cfg.group_size, time.time()
 
     # ---- 1. rollouts: G completions per prompt, one batched generate with the KV cache
-    prompts, comps, texts, scores = sample_and_score(model, enc, problems, cfg, score_fn, generator)
+    prompts, comps, texts, scores = sample_and_score(policy, enc, problems, cfg, score_fn, generator)
     t1 = time.time()
 
     # ---- 2. rule rewards and group-relative advantages (R1 eq. 3)
@@ -306,7 +313,7 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
     if cfg.dynamic_sampling and n_zero and refill is not None:  # DAPO §3.2, one refill round
         keep = ~_zero_var(_groups(rewards, G))
         rows = [i for g in range(len(problems)) if keep[g] for i in range(g * G, (g + 1) * G)]
-        new_prompts, new_comps, new_texts, new_scores = sample_and_score(model, enc, refill(n_zero), cfg, score_fn,
+        new_prompts, new_comps, new_texts, new_scores = sample_and_score(policy, enc, refill(n_zero), cfg, score_fn,
                                                                          generator)
         prompts = [prompts[i] for i in rows] + new_prompts
         comps = [comps[i] for i in rows] + new_comps
@@ -322,32 +329,34 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
     # With one pass and one minibatch the policy that sampled is the policy being updated, so
     # old == current exactly and its forward pass is skipped (ratio == 1: REINFORCE with a baseline).
     single = cfg.mu == 1 and cfg.n_minibatches == 1
-    old = None if single else sequence_logprobs(model, ids, targets, cfg.temperature, cfg.micro_batch)
+    old = None if single else sequence_logprobs(policy, ids, targets, cfg.temperature, cfg.micro_batch)
     ref = sequence_logprobs(ref_model, ids, targets, cfg.temperature, cfg.micro_batch) if cfg.beta > 0 else None
     t3 = time.time()
 
     # ---- 4. mu passes of minibatch updates on the clipped objective
     agg = {"clip_frac": 0.0, "kl": 0.0, "ratio": 0.0, "entropy": 0.0, "tokens": 0.0}
+    skipped = 0
     for _ in range(cfg.mu):
         order = torch.randperm(B, generator=generator)
         for minibatch in order.chunk(cfg.n_minibatches):
-            n_tokens = mask[minibatch].sum()
-            for micro in minibatch.split(cfg.micro_batch):
-                logits, _ = model(ids[micro, :-1])
-                logp = token_logprobs(logits, targets[micro], cfg.temperature)
-                with torch.no_grad():
-                    entropy = token_entropy(logits, cfg.temperature)
-                loss, st = grpo_loss(logp, logp.detach() if old is None else old[micro],
-                                     None if ref is None else ref[micro], adv[micro], mask[micro],
-                                     clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high or None,
-                                     beta=cfg.beta, loss_agg=cfg.loss_agg, max_tokens=cfg.max_new_tokens,
-                                     n_seqs=len(minibatch), n_tokens=n_tokens, entropy=entropy)
-                loss.backward()
+            # DDP averages gradients over the N ranks, so each normalises by 1/N of the total
+            n_tokens = dist.total(mask[minibatch].sum()) / dist.world()
+            micros = minibatch.split(cfg.micro_batch)
+            for j, micro in enumerate(micros):
+                with dist.no_sync(model, last=j == len(micros) - 1):
+                    logits, _ = model(ids[micro, :-1])
+                    logp = token_logprobs(logits, targets[micro], cfg.temperature)
+                    with torch.no_grad():
+                        entropy = token_entropy(logits, cfg.temperature)
+                    loss, st = grpo_loss(logp, logp.detach() if old is None else old[micro],
+                                         None if ref is None else ref[micro], adv[micro], mask[micro],
+                                         clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high or None,
+                                         beta=cfg.beta, loss_agg=cfg.loss_agg, max_tokens=cfg.max_new_tokens,
+                                         n_seqs=len(minibatch), n_tokens=n_tokens, entropy=entropy)
+                    loss.backward()
                 for k in agg:  # token-weighted, so the step's stats are per token of the whole batch
                     agg[k] += st.get(k, 0.0) * (st["tokens"] if k != "tokens" else 1.0)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            skipped += not dist.clip_and_step(model, opt, grad_clip)[1]  # a non-finite norm: no step
     t4 = time.time()
 
     n_tok = max(1.0, agg.pop("tokens"))
@@ -357,8 +366,8 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
                  format_rate=sum(scores["format"]) / B, lang=sum(scores["lang"]) / B,
                  response_tokens=sum(lens) / B, zero_var_frac=n_zero / len(problems),
                  sample_tok_s=sum(lens) / max(1e-9, t1 - t0), t_generate=t1 - t0, t_score=t2 - t1,
-                 t_logprobs=t3 - t2, t_update=t4 - t3, step_s=t4 - t0, example=texts[0])
-    return stats
+                 t_logprobs=t3 - t2, t_update=t4 - t3, step_s=t4 - t0)
+    return {**dist.mean_stats(stats), "skipped": skipped, "example": texts[0]}
 
 
 def make_reference(model):

@@ -189,13 +189,16 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def generate(self, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, top_p=None,
-                 use_cache=True, generator=None):
+                 use_cache=True, generator=None, rows=None):
         """Sample continuations for a batch of token-id prompts of different lengths.
 
         Prompts are left-padded, so every row's next token sits in the same column; pad slots
         are masked out of attention and each row's positions start at 0 at its first real token.
         A row stops at its first <|endoftext|> (kept in its output). Returns a list of lists of
         new token ids. use_cache=False recomputes the whole prefix each step (the reference).
+        rows=(first, total): this batch is rows first..first+B-1 of a global batch of `total`
+        split over processes; each step draws the global batch's noise from `generator` and
+        uses its own slice, so a row's sample does not depend on the split (dist.py).
         """
         dev, B = self.tok_emb.weight.device, len(prompts)
         lens = torch.tensor([len(p) for p in prompts], device=dev)
@@ -223,7 +226,9 @@ class GPT(nn.Module):
             causal = cols[None, :end] <= q_cols[:, None]             # (T, S)
             mask = (causal[None] & valid[:, None, :end]).unsqueeze(1)  # (B, 1, T, S)
             logits, _ = self(seq, pos=allpos[:, start:end], mask=mask, caches=caches)
-            nxt = sample_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
+            first, total = rows or (0, B)
+            u = torch.rand(total, generator=generator)[first:first + B].to(dev)  # (B,) this step's noise
+            nxt = sample_token(logits[:, -1], temperature, top_k, top_p, u)  # (B,)
             nxt = torch.where(done, torch.full_like(nxt, eot), nxt)
             out = torch.cat([out, nxt[:, None]], dim=1)
             done |= nxt == eot
@@ -239,8 +244,9 @@ class GPT(nn.Module):
         return result
 
 
-def sample_token(logits, temperature, top_k, top_p, generator=None):
-    """logits (B, V) -> token ids (B,). temperature 0 is greedy."""
+def sample_token(logits, temperature, top_k, top_p, u):
+    """logits (B, V) -> token ids (B,), by inverting each row's CDF at its uniform u (B,) in
+    [0, 1). temperature 0 is greedy."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits / temperature
@@ -252,7 +258,10 @@ def sample_token(logits, temperature, top_k, top_p, generator=None):
         cum = sorted_logits.softmax(-1).cumsum(-1)
         drop = cum - sorted_logits.softmax(-1) > top_p              # keep the smallest prefix reaching p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+    cdf = logits.float().softmax(-1).cumsum(-1)  # (B, V)
+    # the first token whose CDF exceeds u * total: a token of probability 0 is never chosen
+    idx = torch.searchsorted(cdf, (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    return idx.clamp(max=logits.shape[-1] - 1)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import dist
+
 
 class SwiGLU(nn.Module):
     """w2(silu(w1 x) * w3 x) with nn.Linear layers, so FP8 conversion can swap them."""
@@ -319,7 +321,7 @@ def _moe_layers(model):
 def update_bias(model):
     """After an optimizer step: aux-loss-free bias update (§2.1.2), then reset the counts."""
     for m in _moe_layers(model):
-        load = m.tokens_per_expert  # (E,) tokens of the whole step (all micro-batches)
+        load = dist.all_reduce(m.tokens_per_expert)  # (E,) the step's tokens, every micro-batch and rank
         if m.gamma > 0:  # an empty step gives sign(0) = 0: no change
             m.expert_bias += m.gamma * torch.sign(load.mean() - load)
             m.expert_bias -= m.expert_bias.mean()  # top-K ignores a common shift: stop drift

@@ -9,7 +9,6 @@ Load a stage's checkpoint and show what the model does: prompt, reasoning, answe
 
 Works on every stage of train.py (pretrain, zero, sft1, rl1, rl1_nolang, sft2, rl2).
 """
-import argparse
 import os
 import re
 import sys
@@ -20,7 +19,8 @@ import data
 import rewards
 from checkpoint import load_checkpoint
 from model import GPT, GPTConfig
-from train import STAGES, Parser
+from config import Parser
+from train import STAGES
 
 
 def main(argv=None):
@@ -37,6 +37,12 @@ def main(argv=None):
     p.add_argument("--max_new_tokens", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    for bad, why in ((args.n < 1, "-n must be >= 1"), (args.temperature < 0, "--temperature must be >= 0"),
+                     (args.top_k is not None and args.top_k < 1, "--top_k must be >= 1"),
+                     (args.top_p is not None and not 0 < args.top_p <= 1, "--top_p must be in (0, 1]"),
+                     (args.max_new_tokens < 1, "--max_new_tokens must be >= 1")):
+        if bad:
+            p.error(why)
     path = os.path.join(args.out_dir, args.stage, "ckpt.pt")
     if not os.path.exists(path):
         p.exit(2, f"sample.py: error: no checkpoint at {path}; run: python train.py --stage {args.stage}\n")

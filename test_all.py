@@ -20,6 +20,7 @@ import torch
 
 import bench
 import data
+import dist
 import evaluate
 import grpo
 import train
@@ -123,7 +124,7 @@ def test_sft2_starts_from_the_base_not_rl1(tiny_run):
 
 def test_stage_rows_override_the_preset_and_flags_override_rows():
     args = train.parse_args(["--preset", "tiny"])
-    cfg = lambda stage: train.build_configs(args, "cpu", stage)[1]
+    cfg = lambda stage: train.build_configs(args, "cpu", train.STAGES[stage].overrides)[1]
     assert cfg("sft1")["sft"].sft_lr == 1e-3 and cfg("sft2")["sft"].sft_lr == 5e-4  # GENTLE
     assert cfg("zero")["rl"].scale_std and not cfg("rl1")["rl"].scale_std  # DENSE
     args = train.parse_args(["--preset", "tiny", "--sft_lr", "2e-4"])
@@ -169,7 +170,7 @@ def test_both_loops_clip_at_the_configured_norm(monkeypatch):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for clip in (0.3, 0.0):
         model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))[1].backward()
-        train.clip_and_step(model, opt, clip)
+        dist.clip_and_step(model, opt, clip)
     assert seen == [0.3, float("inf")]
     cfg = data.DataConfig(n_docs=300, bpe_docs=100, vocab_size=300)
     enc = data.build_tokenizer(cfg, data.build_corpus(cfg))
@@ -234,6 +235,61 @@ def test_tiny_pretrain_outputs(killed_and_resumed):
     assert rows[-1]["loss"] < ev["first_loss"] - 1.0  # it learned something
     enc = data.load_tokenizer(os.path.join(d, "tokenizer.tiktoken"))
     assert enc.decode(enc.encode_ordinary("Compute 12 * 3.")) == "Compute 12 * 3."
+
+def copy_pretrain(tiny_run, out):
+    """A fresh out_dir holding tiny_run's finished pretrain (so a stage after it starts at once)."""
+    shutil.copytree(os.path.join(tiny_run, "pretrain"), os.path.join(out, "pretrain"))
+    return str(out)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_one(tiny_run, tmp_path):
+    """N GRPO steps, SIGTERM, --resume: the same weights, bitwise, as the pipeline's zero stage,
+    which ran the same settings in one go (the sampler's generator, the prompts, the MoE biases
+    and the optimizer all come back)."""
+    out = copy_pretrain(tiny_run, tmp_path)
+    args = ["--stage", "zero", "--preset", "tiny", "--out_dir", out, "--quiet"]
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), *args], cwd=HERE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics, t0 = os.path.join(out, "zero", "metrics.jsonl"), time.time()
+    while (not os.path.exists(metrics) or not open(metrics).read()) and time.time() - t0 < 300:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 128 + signal.SIGTERM and "--resume" in err, err[-2000:]
+    stopped = torch.load(os.path.join(out, "zero", "ckpt.pt"), map_location="cpu", weights_only=True)
+    assert 1 <= stopped["step"] < 6
+    r = run(args + ["--resume"])
+    assert r.returncode == 0 and f"resuming from step {stopped['step']}" in r.stdout, r.stderr[-2000:]
+    final = load_checkpoint(os.path.join(out, "zero", "ckpt.pt"))["model"]
+    uninterrupted = load_checkpoint(os.path.join(tiny_run, "zero", "ckpt.pt"))["model"]
+    assert all(torch.equal(final[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_two_processes_run_a_stage_on_your_own_data(tiny_run, tmp_path):
+    """torchrun, 2 CPU processes over gloo: the zero stage end to end on examples/problems.jsonl."""
+    out = copy_pretrain(tiny_run, tmp_path)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py",
+                        "--stage", "zero", "--preset", "tiny", "--out_dir", out, "--quiet", "--rl_steps", "2",
+                        "--data", "examples/problems.jsonl", "--max_new_tokens", "20", "--eval_new_tokens", "20"],
+                       capture_output=True, text=True, cwd=HERE, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "data parallel: 2 processes (gloo)" in r.stdout
+    rows = [json.loads(line) for line in open(os.path.join(out, "zero", "metrics.jsonl"))]
+    assert [row["step"] for row in rows] == [1, 2]  # rank 0 alone writes
+    ev = json.load(open(os.path.join(out, "zero", "eval.json")))
+    assert ev["n"] == 8 and "file=examples/problems.jsonl" in ev["heldout_set"]  # a fifth of 40 prompts
+
+
+@pytest.mark.parametrize("line,reason", [('{"prompt": "What is 2 + 2?"}', "answer"), ("{not json", "JSON"),
+                                         ('{"prompt": "What is 2 + 2?", "answer": "4 +* 5"}', "")])
+def test_a_bad_data_file_exits_2_naming_the_line(line, reason, tmp_path):
+    path = tmp_path / "mine.jsonl"
+    good = [json.dumps({"prompt": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(6)]
+    path.write_text("\n".join(good[:2] + [line] + good[2:]) + "\n")
+    r = run(["--stage", "zero", "--preset", "tiny", "--out_dir", str(tmp_path / "out"), "--data", str(path)])
+    assert r.returncode == 2 and f"{path}:3:" in r.stderr and reason in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out")
+
 
 # ----------------------------------------------------------------------------------------------
 # bench.py

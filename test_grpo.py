@@ -410,7 +410,7 @@ class Scripted:
     def train(self, mode=True):
         return self
 
-    def generate(self, prompts, max_new_tokens, eot, temperature=1.0, generator=None):
+    def generate(self, prompts, max_new_tokens, eot, temperature=1.0, generator=None, rows=None):
         out = []
         for _ in prompts:
             text, finished = self.script.pop(0)

@@ -47,11 +47,33 @@ def test_generate_stops_at_eot_and_sampling_filters():
         model.lm_head.weight[96] += 50.0  # (tied) eot now dominates every position
     stop = model.generate([[1, 2], [3]], 40, eot=96, temperature=1.0)
     assert all(s[-1] == 96 and s.count(96) == 1 for s in stop)
-    g = torch.Generator().manual_seed(0)
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
-    assert {int(sample_token(logits, 1.0, 1, None, g)) for _ in range(20)} == {3}
-    assert {int(sample_token(logits, 1.0, None, 0.5, g)) for _ in range(50)} <= {2, 3}
+    edges = torch.tensor([0.0, 1e-9, 0.5, 1 - 1e-7])  # u = 0 and u just below 1 included
+    assert {int(sample_token(logits, 1.0, 1, None, u[None])) for u in edges} == {3}
+    assert {int(sample_token(logits, 1.0, None, 0.7, u[None])) for u in edges} == {2, 3}  # p: .03 .09 .24 .64
     assert len(out) > 0
+
+
+def test_sampling_draws_each_token_at_its_probability():
+    logits = torch.tensor([0.0, 1.0, 2.0, -30.0]).repeat(20000, 1)  # (N, 4); token 3 has p ~ 1e-14
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(sample_token(logits, 1.0, None, None, u), minlength=4).float()
+    p = logits[0].softmax(-1)
+    assert counts[3] == 0
+    assert torch.allclose(counts[:3] / 20000, p[:3], atol=0.01)  # 3 sigma is about 0.01
+    hot = torch.bincount(sample_token(logits, 0.5, None, None, u), minlength=4).float() / 20000
+    assert torch.allclose(hot[:3], (logits[0] / 0.5).softmax(-1)[:3], atol=0.01)  # the temperature
+
+
+def test_a_row_samples_the_same_however_the_batch_is_split():
+    """generate(rows=...): rows 2-3 of a batch of 4 sample what they sample in the whole batch."""
+    model = tiny_gpt()
+    prompts = [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10]]
+    whole = model.generate(prompts, 12, eot=96, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    half = model.generate(prompts[2:], 12, eot=96, temperature=1.0, generator=torch.Generator().manual_seed(3),
+                          rows=(2, 4))
+    other = model.generate(prompts[2:], 12, eot=96, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    assert half == whole[2:] and other != whole[2:]
 
 
 def test_training_reduces_loss():

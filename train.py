@@ -6,6 +6,8 @@ The stages of nanoR1 and their two loops: the toy pretrain, R1-Zero, and the R1 
     python train.py --stage r1                      # sft1 -> rl1 -> sft2 -> rl2 (and their inputs)
     python train.py --stage rl1 --lang_weight 0     # any config field is a flag
     python train.py --stage all --preset tiny       # the smoke-test size (well under two minutes)
+    python train.py --stage zero --data mine.jsonl  # your own problems (datafile.py: the format)
+    torchrun --nproc_per_node 8 train.py --stage all  # data parallel (dist.py); python train.py is N = 1
 
 The stages (R1 paper §2.2-2.3), one row each of STAGES below:
   pretrain    next-token training on the toy corpus: the base model
@@ -24,82 +26,36 @@ JSON object per logged step) and eval.json (held-out results, written last: its 
 the stage done). A stage whose input is missing, or was made with other settings, runs it
 first; a stage already done with the same settings is skipped (--force redoes it). A killed
 run continues from its last checkpoint with --resume and the same flags; batches and samples
-are a function of the step, so the result is the same as a run never killed.
+are a function of the step, so the result is the same as a run never killed. SIGTERM or
+Ctrl-C checkpoints at the end of the step and exits 128 + the signal; a step with a non-finite
+gradient norm is skipped and counted, and --max_bad_steps of them in a row stop the run.
+The settings (config.py) are checked before any work: a bad one exits 2 naming its range.
 """
-import argparse
 import collections
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
+import config
 import data
+import datafile
+import dist
 import evaluate
 import fp8
 import grpo
 import moe
 import rewards
 from checkpoint import Run, load_checkpoint
-from grpo import RLConfig
+from config import build_configs
 from model import GPT, GPTConfig
-
-
-@dataclass
-class TrainConfig:
-    batch_size: int = 32          # sequences per micro-batch (pretrain)
-    grad_accum: int = 1           # micro-batches per optimizer step
-    max_iters: int = 1500         # pretrain optimizer steps
-    lr: float = 3e-3              # pretrain peak learning rate (small models take large ones)
-    min_lr_frac: float = 0.1      # cosine decays to lr * min_lr_frac
-    warmup_iters: int = 100       # linear warmup steps
-    weight_decay: float = 0.1     # AdamW decay on matrices only (every stage)
-    beta2: float = 0.95           # AdamW's second-moment decay (0.999 is too slow for short runs)
-    grad_clip: float = 1.0        # global grad-norm clip of every stage (0 = off)
-    eval_every: int = 250         # held-out loss every this many pretrain steps
-    ckpt_every: int = 250         # checkpoint every this many supervised steps
-    log_every: int = 10           # metrics.jsonl line every this many supervised steps
-    eval_new_tokens: int = 128    # generation budget when evaluating on held-out problems
-    train_seed: int = 1337        # init and batch order (the data seed is --seed)
-
-
-@dataclass
-class SFTConfig:
-    sft_lr: float = 1e-3          # peak learning rate of sft1 (a third of pretraining's; sft2: GENTLE)
-    sft_batch_size: int = 32      # examples per step
-    sft_warmup: int = 10          # linear warmup steps
-    sft1_epochs: int = 4          # passes over the cold-start set (small, so several)
-    n_cold_start: int = 400       # cold-start examples (R1 §2.3.1: thousands; here hundreds)
-    sft2_epochs: int = 2          # passes over sft2's set (R1 §2.3.3: "two epochs")
-    rs_prompts: int = 1200        # rejection sampling: prompts (more than rl1 sees)
-    rs_samples: int = 4           # completions sampled per prompt
-    rs_temperature: float = 1.0   # their sampling temperature
-    n_general_sft: int = 8000     # general examples in sft2 (R1 §2.3.3; more than the reasoning samples, unlike
-                                  # R1's 200k to 600k: measured 56% general accuracy with 2,400, 95% with 6,000)
-
-
-CONFIGS = {"model": GPTConfig, "data": data.DataConfig, "train": TrainConfig, "sft": SFTConfig, "rl": RLConfig}
-
-# Presets: overrides of the dataclass defaults. `cpu` is the default without a GPU.
-PRESETS = {
-    "tiny": dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, mlp_hidden=192, block_size=192,
-                 n_routed_experts=4, n_experts_per_tok=2, moe_hidden=64, n_docs=3000, bpe_docs=400,
-                 vocab_size=512, n_heldout=32, n_heldout_general=16, batch_size=8, max_iters=60,
-                 warmup_iters=10, eval_every=30, ckpt_every=20, log_every=5, eval_new_tokens=48,
-                 rl_steps=6, rl1_steps=4, rl2_steps=4, prompts_per_step=4, group_size=4, max_new_tokens=48,
-                 n_cold_start=32, rs_prompts=16, rs_samples=2, n_general_sft=16, sft_batch_size=8, sft1_epochs=1,
-                 sft2_epochs=1),
-    "cpu": dict(n_routed_experts=8, max_iters=550, warmup_iters=50, eval_every=110, ckpt_every=110),
-    "gpu": dict(n_layer=8, n_embd=512, n_head=8, n_kv_head=4, mlp_hidden=1536, block_size=512,
-                n_routed_experts=16, moe_hidden=256, n_docs=400_000, batch_size=64, max_iters=5000,
-                lr=1e-3, prompts_per_step=64, group_size=16, rs_prompts=8000),
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,23 +105,16 @@ STAGES = {
 }
 PIPELINES = {"r1": ("sft1", "rl1", "sft2", "rl2"), "all": tuple(STAGES)}
 PROBED = ("pretrain", "zero")  # their eval.json adds the forced-opening probes
+OwnData = collections.namedtuple("OwnData", "train heldout")  # a --data file's problems, split
 
 
 # ----------------------------------------------------------------------------------------------
 # Command line: every dataclass field is a flag; bad input exits 2 naming the valid choices.
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        if "unrecognized arguments" in message:
-            flags = sorted(o for a in self._actions for o in a.option_strings if o.startswith("--"))
-            message += " (valid flags: " + " ".join(flags) + ")"
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv=None):
-    p = Parser(description="nanoR1 training stages")
+    p = config.Parser(description="nanoR1 training stages")
     p.add_argument("--stage", choices=(*STAGES, *PIPELINES), default="pretrain")
-    p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="default: gpu with CUDA, else cpu")
+    p.add_argument("--preset", choices=tuple(config.PRESETS), default=None, help="default: gpu with CUDA, else cpu")
     p.add_argument("--out_dir", default="out")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--fp8", choices=("auto", "off", *fp8.RECIPES), default="auto",
@@ -173,81 +122,29 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue a killed stage from its last checkpoint")
     p.add_argument("--force", action="store_true", help="redo the named stage(s) even if done")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    seen = set()
-    for group, cls in CONFIGS.items():
-        for f in dataclasses.fields(cls):
-            if (group, f.name) == ("model", "vocab_size"):
-                continue  # set by the tokenizer; --vocab_size is the BPE target (data)
-            assert f.name not in seen, f"config field {f.name} defined twice"
-            seen.add(f.name)
-            kind = {bool: parse_bool}.get(type(f.default), type(f.default))
-            p.add_argument(f"--{f.name}", type=kind, default=None, help=f"[{group}] default {f.default}")
+    p.add_argument("--data", default=None, metavar="FILE.jsonl",
+                   help="your own problems for the RL and SFT stages (datafile.py has the format)")
+    p.add_argument("--corpus", default=None, metavar="FILE.txt", help="your own pretraining documents")
+    config.add_config_flags(p)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in eval.json
-    for mix in (args.rl_mix, args.corpus_mix):
-        try:
-            if mix is not None:
-                data.parse_mix(mix)
-        except ValueError as e:
-            p.error(str(e))
-    if args.loss_agg is not None and args.loss_agg not in grpo.LOSS_AGGS:
-        p.error(f"--loss_agg must be one of {', '.join(grpo.LOSS_AGGS)}")
+    args.own = args.own_corpus = None  # the files' contents, read by read_files
     return args
 
 
-def parse_bool(s):
-    if s.lower() in ("1", "true", "yes"):
-        return True
-    if s.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected one of true/false/1/0/yes/no, got {s!r}")
-
-
-def pick_device(choice):
-    """Device, dtype and the autocast context of every loop, chosen in one place, with the
-    reason printed."""
-    if choice == "auto":
-        if torch.cuda.is_available():
-            choice, why = "cuda", "CUDA is available"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            choice, why = "mps", "Apple MPS is available"
-        else:
-            choice, why = "cpu", "no GPU found"
-    else:
-        why = "asked for with --device"
-    if choice == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but CUDA is not available (valid here: cpu)", file=sys.stderr)
-        sys.exit(2)
-    bf16 = choice == "cuda" and torch.cuda.is_bf16_supported()
-    print(f"device: {choice} ({why}); compute dtype: {'bfloat16 (autocast)' if bf16 else 'float32'}")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    return choice, autocast
-
-
-def build_configs(args, device, stage=None):
-    """Dataclass defaults <- preset <- the stage's overrides <- explicit flags."""
-    preset = args.preset or ("gpu" if device == "cuda" else "cpu")
-    layers = [PRESETS[preset], dict(STAGES[stage].overrides) if stage else {}]
-    cfgs = {}
-    for group, cls in CONFIGS.items():
-        vals = {f.name: f.default for f in dataclasses.fields(cls)}
-        for layer in layers:
-            vals.update({k: v for k, v in layer.items() if k in vals})
-        vals.update({k: getattr(args, k) for k in vals if getattr(args, k, None) is not None
-                     and (group, k) != ("model", "vocab_size")})
-        cfgs[group] = cls(**vals)
-    return preset, cfgs
-
-
-def settings_hash(name, cfgs, fp8_recipe, input_hashes):
+def settings_hash(name, cfgs, fp8_recipe, input_hashes, args):
     """What a stage's result depends on: the fields of its config groups that it reads (not the
-    fields another stage owns), the fp8 recipe and its inputs' settings. Two runs with the same
-    hash compute the same thing; a stage is redone when its hash changes."""
+    fields another stage owns), the fp8 recipe, its inputs' settings and the contents of the file
+    it reads (--corpus for pretrain, --data for the others). Two runs with the same hash compute
+    the same thing; a stage is redone when its hash changes."""
     st = STAGES[name]
     groups = ("model", "data", "train") if st.init is None else ("sft",) if st.loop == "sft" else ("rl",)
     others = {f for row in STAGES.values() for f in row.own} - set(st.own)
     fields = {k: v for g in groups for k, v in dataclasses.asdict(cfgs[g]).items() if k not in others}
     blob = {"stage": name, "fp8": fp8_recipe, "inputs": input_hashes, **fields}
+    file = args.corpus if st.init is None else args.data
+    if file:
+        blob["file"] = hashlib.sha256(open(file, "rb").read()).hexdigest()
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -259,22 +156,6 @@ def build_model(model_cfg, device, fp8_recipe, state=None):
     if fp8_recipe != "off":
         fp8.convert_to_float8(model, fp8_recipe)
     return model
-
-
-def resolve_fp8(choice, device):
-    """--fp8: 'auto' is blockwise on a Hopper GPU that can run it, off elsewhere. An explicit
-    recipe the accelerator cannot run exits 2; on the CPU every recipe runs its CPU path."""
-    if choice == "off" or (choice == "auto" and device == "cpu"):
-        return "off"
-    if choice == "auto":
-        return fp8.default_recipe(device)
-    ok, why = fp8.fp8_supported(device, choice)
-    if not ok:
-        print(f"error: --fp8 {choice} cannot run on {device}: {why} (valid here: off)", file=sys.stderr)
-        sys.exit(2)
-    if device == "cpu":
-        print(f"fp8: {choice} on cpu runs the CPU/emulated path (for correctness, not speed)")
-    return choice
 
 
 def make_optimizer(model, lr, train_cfg, device):
@@ -295,50 +176,67 @@ def lr_at(step, peak, warmup, total, min_frac):
     return peak * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def clip_and_step(model, opt, grad_clip):
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return float(norm)
+def after_step(stepped, bad, done, train_cfg, save):
+    """The fault checks after each optimizer step of either loop. Returns the count of
+    non-finite steps in a row. Too many in a row, or a SIGTERM / SIGINT, saves and stops."""
+    bad = 0 if stepped else bad + 1
+    if bad >= train_cfg.max_bad_steps:
+        save(done)
+        print(f"error: {bad} steps in a row had a non-finite loss or gradient norm (each skipped); stopped "
+              f"after step {done}. ckpt.pt holds the last good weights; lower the learning rate and rerun",
+              file=sys.stderr)
+        sys.exit(1)
+    signum = dist.stop_requested()
+    if signum:
+        save(done)
+        raise dist.Stopped(signum, done)
+    return bad
 
 
 # ----------------------------------------------------------------------------------------------
 # The supervised loop: pretrain, sft1, sft2. batch_at(step, micro) -> (x, y), y = -1 where no
-# loss is taken (prompt tokens, padding), so the pretrain is the case with nothing masked.
+# loss is taken (prompt tokens, padding), so the pretrain is the case with nothing masked. The
+# step's loss is the mean over its target tokens, all micro-batches and all ranks together.
 
 def train_sft(model, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss=None, save=None):
     first_loss, recent = None, collections.deque(maxlen=50)  # the last 50 steps' losses (since a resume)
-    t_last, tok_since = time.time(), 0
+    t_last, tok_since, bad, skipped = time.time(), 0, 0, 0
     model.train()
     for step in range(run.step, n_steps):
         lr = lr_of(step)
         for g in opt.param_groups:
             g["lr"] = lr
+        micros = [[t[dist.my_share(len(t))] for t in batch_at(step, m)] for m in range(train_cfg.grad_accum)]
+        n_tok = dist.total(sum(int((y >= 0).sum()) for _, y in micros))  # the step's targets, every rank
         loss_sum = 0.0
-        for micro in range(train_cfg.grad_accum):
-            x, y = batch_at(step, micro)
-            with autocast:
-                _, loss = model(x, y)
-            (loss / train_cfg.grad_accum).backward()
-            loss_sum += loss.item() / train_cfg.grad_accum
+        for m, (x, y) in enumerate(micros):
+            with dist.no_sync(model, last=m == len(micros) - 1):
+                with autocast:
+                    _, loss = model(x, y)  # mean over this micro-batch's targets
+                share = int((y >= 0).sum()) / n_tok
+                (loss * (share * dist.world())).backward()  # DDP then averages over the N ranks
+            loss_sum += loss.item() * share
             tok_since += int((y >= 0).sum())
-        norm = clip_and_step(model, opt, train_cfg.grad_clip)
+        loss_sum = dist.total(loss_sum)
+        norm, stepped = dist.clip_and_step(model, opt, train_cfg.grad_clip)
+        skipped += not stepped
         done = step + 1
         first_loss = loss_sum if first_loss is None else first_loss
         recent.append(loss_sum)
         run.bar.update(1)
         if done % train_cfg.log_every == 0 or done == n_steps:
-            row = {"step": done, "loss": loss_sum, "lr": lr, "grad_norm": norm,
-                   "tok_s": tok_since / (time.time() - t_last)}
+            row = {"step": done, "loss": loss_sum, "lr": lr, "grad_norm": norm, "skipped": skipped,
+                   "tok_s": dist.total(tok_since) / (time.time() - t_last)}
             row.update(moe.load_stats(model))
             if heldout_loss is not None and (done % train_cfg.eval_every == 0 or done == n_steps):
                 row["heldout_loss"] = heldout_loss()
             run.log(row)
             run.bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tok_s']:.0f}",
                                 **({"load": f"{row['moe.max_mean']:.2f}"} if "moe.max_mean" in row else {}))
-            t_last, tok_since = time.time(), 0
+            t_last, tok_since, skipped = time.time(), 0, 0
         if done % train_cfg.ckpt_every == 0 or done == n_steps:
             save(done)
+        bad = after_step(stepped, bad, done, train_cfg, save)
     return {"first_loss": first_loss, "final_loss": recent[-1] if recent else None,
             "final_loss_avg50": evaluate.mean(recent) if recent else None}
 
@@ -381,22 +279,24 @@ def example_batches(examples, batch_size, grad_accum, seed, eot, device):
 # ----------------------------------------------------------------------------------------------
 # The GRPO loop: zero, rl1, rl1_nolang, rl2. prompts_at(step, salt) -> the step's problems.
 
-def train_grpo(model, ref, opt, enc, prompts_at, score_fn, rl_cfg, n_steps, grad_clip, run, autocast, heldout_eval,
+def train_grpo(model, ref, opt, enc, prompts_at, score_fn, rl_cfg, train_cfg, n_steps, run, autocast, heldout_eval,
                save):
+    bad, mine = 0, dist.my_share(rl_cfg.prompts_per_step)  # whole groups: a rank rolls out its prompts
     for step in range(run.step, n_steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, rl_cfg.rl_lr, rl_cfg.rl_warmup, n_steps, 1.0)
         gen = torch.Generator().manual_seed(rl_cfg.rl_seed * 1_000_003 + step)  # the step's samples
         with autocast:
-            st = grpo.grpo_step(model, ref, opt, enc, prompts_at(step), rl_cfg, score_fn, gen,
-                                refill=lambda n: prompts_at(step, salt=1)[:n], grad_clip=grad_clip)
+            st = grpo.grpo_step(model, ref, opt, enc, prompts_at(step)[mine], rl_cfg, score_fn, gen,
+                                refill=lambda n: prompts_at(step, salt=1 + dist.rank())[:n],
+                                grad_clip=train_cfg.grad_clip)
         done = step + 1
         example = st.pop("example")
         row = {"step": done, **st}
         if done % rl_cfg.rl_eval_every == 0 and done < n_steps:
             row.update({f"heldout_{k}": v for k, v in heldout_eval().items()})
         if rl_cfg.ref_sync_every and ref is not None and done % rl_cfg.ref_sync_every == 0:
-            ref.load_state_dict(model.state_dict())
+            ref.load_state_dict(getattr(model, "module", model).state_dict())
         run.log(row)
         run.bar.update(1)
         run.bar.set_postfix(r=f"{st['reward']:.2f}", acc=f"{st['accuracy']:.2f}", fmt=f"{st['format_rate']:.2f}",
@@ -404,20 +304,23 @@ def train_grpo(model, ref, opt, enc, prompts_at, score_fn, rl_cfg, n_steps, grad
                             zv=f"{st['zero_var_frac']:.2f}")
         if done % rl_cfg.rl_ckpt_every == 0 or done == n_steps:
             save(done)
+        bad = after_step(st["skipped"] == 0, bad, done, train_cfg, save)
     if run.step < n_steps:
         print("example response:", repr(example[:300]))
 
 
-def rl_prompts(st, cfgs):
+def rl_prompts(st, cfgs, own=None):
     """The step's prompts: reasoning problems from the RL split (never the held-out one); the
-    all-scenario stage replaces a share general_frac of them with general tasks."""
+    all-scenario stage replaces a share general_frac of them with general tasks. own: the
+    training share of a --data file, drawn from instead of the toy world."""
     data_cfg, rl_cfg = cfgs["data"], cfgs["rl"]
     n_general = round(rl_cfg.prompts_per_step * rl_cfg.general_frac) if st.data == "all_scenario" else 0
 
     def prompts_at(step, salt=0):
         seed = rl_cfg.rl_seed * 100_003 + step * 7 + salt
-        return (data.rl_problems(data_cfg, rl_cfg.prompts_per_step - n_general, seed=seed) +
-                data.general_problems(data_cfg, n_general, seed=seed))
+        reasoning = (data.rl_problems(data_cfg, rl_cfg.prompts_per_step - n_general, seed=seed) if own is None
+                     else random.Random(seed).choices(own, k=rl_cfg.prompts_per_step - n_general))
+        return reasoning + data.general_problems(data_cfg, n_general, seed=seed)
     return prompts_at
 
 
@@ -442,18 +345,25 @@ def rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run):
     else:
         rl1 = load_checkpoint(os.path.join(stage_dir(args, "rl1"), "ckpt.pt"))
         teacher = build_model(GPTConfig(**rl1["configs"]["model"]), device, fp8_recipe, rl1["model"])
-        problems = data.rl_problems(data_cfg, sft_cfg.rs_prompts, seed=data_cfg.seed + 13)
+        problems = (data.rl_problems(data_cfg, sft_cfg.rs_prompts, seed=data_cfg.seed + 13) if args.own is None
+                    else random.Random(data_cfg.seed + 13).choices(args.own.train, k=sft_cfg.rs_prompts))
         print(f"rejection sampling: {sft_cfg.rs_prompts} prompts x {sft_cfg.rs_samples} samples from rl1 "
               f"(rl1 saw {rl_cfg.rl1_steps * rl_cfg.prompts_per_step} prompts)")
-        with autocast:
-            kept, stats = grpo.rejection_sample(teacher, enc, problems, sft_cfg.rs_samples, rl_cfg.max_new_tokens,
-                                                sft_cfg.rs_temperature, reward_fn(STAGES["rl1"], rl_cfg),
-                                                torch.Generator().manual_seed(data_cfg.seed + 13))
-        kept = [(p.prompt, text) for p, text in kept]
-        with open(path + ".tmp", "w") as f:
-            for row in [{"key": key, "stats": stats}] + [{"prompt": p, "response": r} for p, r in kept]:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(path + ".tmp", path)
+        n, r, N = len(problems), dist.rank(), dist.world()
+        with autocast:  # each rank samples its share of the prompts
+            kept, stats = grpo.rejection_sample(teacher, enc, problems[r * n // N:(r + 1) * n // N], sft_cfg.rs_samples,
+                                                rl_cfg.max_new_tokens, sft_cfg.rs_temperature,
+                                                reward_fn(STAGES["rl1"], rl_cfg),
+                                                torch.Generator().manual_seed(data_cfg.seed + 13 + r))
+        kept = dist.gather([(p.prompt, text) for p, text in kept])
+        parts = dist.gather([stats])
+        stats = {k: sum(p[k] for p in parts) for k in ("prompts", "drawn", "kept")}
+        stats["dropped"] = {why: sum(p["dropped"][why] for p in parts) for why in parts[0]["dropped"]}
+        if dist.is_main():
+            with open(path + ".tmp", "w") as f:
+                for row in [{"key": key, "stats": stats}] + [{"prompt": p, "response": r} for p, r in kept]:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            os.replace(path + ".tmp", path)
     general = data.general_problems(data_cfg, sft_cfg.n_general_sft, seed=data_cfg.seed + 17, split="corpus")
     stats = {**stats, "general": len(general)}
     print(f"rejection sampling kept {stats['kept']} of {stats['drawn']} (dropped: {stats['dropped']}); "
@@ -471,6 +381,27 @@ def stage_dir(args, name):
 def read_eval(args, name):
     path = os.path.join(stage_dir(args, name), "eval.json")
     return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def heldout_set(args, cfgs):
+    """The held-out reasoning problems: the toy world's, or the held-out share of --data."""
+    return data.heldout_problems(cfgs["data"]) if args.own is None else args.own.heldout
+
+
+def check_prompt_room(enc, cfgs, args):
+    """The longest prompt plus the larger generation budget must fit the context: checked as
+    soon as the tokenizer exists, before the stage trains (exit 2 otherwise)."""
+    m, t, r = cfgs["model"], cfgs["train"], cfgs["rl"]
+    mine = [] if args.own is None else args.own.train
+    probe = [""] + [f" <think> {o[lang]}" for o in (data.CHAIN_OPENER, data.BARE_OPENER) for lang in o]  # evaluate
+    longest = max(len(enc.encode_ordinary(p.prompt + x))
+                  for p in heldout_set(args, cfgs) + data.heldout_general(cfgs["data"]) + mine for x in probe)
+    budget = max(t.eval_new_tokens, r.max_new_tokens)
+    if longest + budget > m.block_size:
+        print(f"train.py: error: the longest prompt ({longest} tokens) + --max_new_tokens / --eval_new_tokens "
+              f"({budget}) exceeds --block_size {m.block_size}: valid is a budget <= {m.block_size - longest}",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def start_from(st, args, cfgs, device, fp8_recipe):
@@ -492,7 +423,7 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
     # ---- the model and tokenizer it starts from
     if st.init is None:
         t0 = time.time()
-        corpus = data.build_corpus(data_cfg)
+        corpus = data.build_corpus(data_cfg) if args.corpus is None else args.own_corpus
         enc = run.saved["enc"] if run.saved else data.build_tokenizer(data_cfg, corpus)
         train_ids = torch.tensor(data.encode_docs(enc, corpus), dtype=torch.long)
         print(f"data: {len(corpus)} docs, {len(train_ids):,} tokens, vocab {enc.n_vocab} ({time.time() - t0:.1f}s)")
@@ -501,6 +432,7 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
     else:
         model, enc = start_from(st, args, cfgs, device, fp8_recipe)
     model_cfg = cfgs["model"]
+    check_prompt_room(enc, cfgs, args)
     print(f"model: {model_cfg.n_layer} layers, d={model_cfg.n_embd}, {model.n_params() / 1e6:.2f}M params "
           f"({model.n_params(active=True) / 1e6:.2f}M active), fp8 {fp8_recipe}"
           + (f", from {st.init}" if st.init else ""))
@@ -511,11 +443,12 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
     if st.loop == "sft" and st.init is None:
         batch_at, n_steps = corpus_batches(train_ids, train_cfg, model_cfg.block_size, device), train_cfg.max_iters
         lr_of = lambda s: lr_at(s, train_cfg.lr, train_cfg.warmup_iters, n_steps, train_cfg.min_lr_frac)
-        heldout_loss = evaluate.heldout_loss_fn(model, enc, data_cfg, train_cfg.batch_size, model_cfg.block_size,
-                                                      device, autocast)
+        heldout_loss = None if args.corpus else evaluate.heldout_loss_fn(  # (the toy world's documents)
+            model, enc, data_cfg, train_cfg.batch_size, model_cfg.block_size, device, autocast)
     elif st.loop == "sft":
         if st.data == "cold_start":
-            cold = data.cold_start_set(data_cfg, sft_cfg.n_cold_start, seed=data_cfg.seed + 11)
+            cold = (data.cold_start_set(data_cfg, sft_cfg.n_cold_start, seed=data_cfg.seed + 11) if args.own is None
+                    else [(p, p.response) for p in args.own.train if p.response])
             pairs = [(p.prompt, response) for p, response in cold]
         else:
             pairs, extra["rejection"] = rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run)
@@ -525,38 +458,44 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
         n_steps, heldout_loss = per_epoch * epochs, None
         lr_of = lambda s: lr_at(s, sft_cfg.sft_lr, sft_cfg.sft_warmup, n_steps, train_cfg.min_lr_frac)
         print(f"{len(pairs)} examples, {epochs} epochs, {n_steps} steps of {sft_cfg.sft_batch_size}")
-    else:
+    ref = None
+    if st.loop == "grpo":
         n_steps = getattr(rl_cfg, st.own[0])
         ref = grpo.make_reference(model) if rl_cfg.beta > 0 else None
         print(f"{n_steps} steps x {rl_cfg.prompts_per_step} prompts x G={rl_cfg.group_size}, "
               f"rewards: {' + '.join(st.rewards)}")
+    keep_ref = ref is not None and rl_cfg.ref_sync_every > 0  # the reference moves: save it too
     if run.saved:
         model.load_state_dict(run.saved["model"])
         opt.load_state_dict(run.saved["optimizer"])
-    save = lambda step: run.save(model, opt, step, cfgs, enc)
+        if keep_ref:
+            ref.load_state_dict(run.saved["ref"])
+    save = lambda step: run.save(model, opt, step, cfgs, enc, ref.state_dict() if keep_ref else None)
     run.progress(n_steps)
+    trained = dist.wrap(model)  # the model the training forward/backward runs through (DDP if N > 1)
 
     # ---- the loop
     if st.loop == "sft":
-        extra.update(train_sft(model, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss, save))
+        extra.update(train_sft(trained, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss, save))
         if heldout_loss is not None:
             extra["heldout_loss"] = heldout_loss()
     else:
-        problems = data.heldout_problems(data_cfg)
+        problems = heldout_set(args, cfgs)
 
         def heldout_eval():
             with autocast:
                 texts, ntoks = evaluate.respond(model, enc, problems, train_cfg.eval_new_tokens)
             res = evaluate.reasoning_summary(problems, texts, ntoks)
             return {k: res[k] for k in ("accuracy", "format_rate", "lang_consistency", "mean_response_tokens")}
-        train_grpo(model, ref, opt, enc, rl_prompts(st, cfgs), reward_fn(st, rl_cfg), rl_cfg, n_steps,
-                   train_cfg.grad_clip, run, autocast, heldout_eval, save)
+        train_grpo(trained, ref, opt, enc, rl_prompts(st, cfgs, args.own and args.own.train), reward_fn(st, rl_cfg), rl_cfg, train_cfg, n_steps,
+                   run, autocast, heldout_eval, save)
         rows = evaluate.read_metrics(run.dir)
         extra.update(first_step_response_tokens=rows[0]["response_tokens"],
                      last_step_response_tokens=rows[-1]["response_tokens"])
 
     # ---- held-out evaluation: eval.json, written last
-    res = evaluate.full_eval(model, enc, cfgs, probes=name in PROBED, autocast=autocast)
+    res = evaluate.full_eval(model, enc, cfgs, probes=name in PROBED, autocast=autocast,
+                             heldout=None if args.own is None else (args.own.heldout, args.data))
     res.update(extra, stage=name, init=st.init, preset=preset, argv=args.argv, wall_s=time.time() - t_start,
                **moe.load_stats(model))
     run.finish(res)
@@ -572,9 +511,9 @@ def ensure(name, args, device, autocast, hashes, forced):
     inputs = [d for d in (st.init, *st.needs) if d]
     for dep in inputs:
         ensure(dep, args, device, autocast, hashes, forced)
-    preset, cfgs = build_configs(args, device, name)
-    fp8_recipe = resolve_fp8(args.fp8, device)
-    settings = settings_hash(name, cfgs, fp8_recipe, {d: hashes[d] for d in inputs})
+    preset, cfgs = build_configs(args, device, st.overrides)
+    fp8_recipe = config.resolve_fp8(args.fp8, device)
+    settings = settings_hash(name, cfgs, fp8_recipe, {d: hashes[d] for d in inputs}, args)
     done = read_eval(args, name).get("settings") == settings and os.path.exists(
         os.path.join(stage_dir(args, name), "ckpt.pt"))
     if done and name not in forced:
@@ -585,15 +524,55 @@ def ensure(name, args, device, autocast, hashes, forced):
     return settings
 
 
+def read_files(args, data_cfg, names):
+    """--data and --corpus, read and checked whole before any work (exit 2: FILE:LINE: reason)."""
+    args.own = args.own_corpus = None
+    try:
+        if args.data:
+            train, heldout = datafile.split_problems(datafile.load_problems(args.data), data_cfg.n_heldout,
+                                                     data_cfg.seed)
+            args.own = OwnData(train, heldout)
+            if "sft1" in names and not any(p.response for p in train):
+                raise datafile.DataFileError(args.data, 0, "sft1 needs worked responses: no training line has "
+                                             "a 'response'")
+        if args.corpus:
+            args.own_corpus = datafile.load_corpus(args.corpus)
+    except datafile.DataFileError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def inputs_of(names):
+    """The stages `names` run, with everything they start from or read."""
+    out = []
+    for name in names:
+        for dep in (STAGES[name].init, *STAGES[name].needs):
+            if dep:
+                out += [d for d in inputs_of([dep]) if d not in out]
+        out += [name] if name not in out else []
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
-    device, autocast = pick_device(args.device)
+    device, autocast = config.pick_device(args.device)
+    device = dist.init(device)
     names = PIPELINES.get(args.stage, (args.stage,))
+    for name in inputs_of(names):  # every setting of every stage that may run, before any work
+        config.check(build_configs(args, device, STAGES[name].overrides)[1])
+    read_files(args, build_configs(args, device)[1]["data"], inputs_of(names))
+    dist.catch_signals()
     hashes = {}
-    for name in names:
-        ensure(name, args, device, autocast, hashes, set(names) if args.force else set())
-    if args.stage in PIPELINES:
-        print("wrote", evaluate.write_report(args.out_dir))
+    try:
+        for name in names:
+            ensure(name, args, device, autocast, hashes, set(names) if args.force else set())
+        if args.stage in PIPELINES and dist.is_main():
+            print("wrote", evaluate.write_report(args.out_dir))
+    except dist.Stopped as stop:
+        print(f"{stop}: checkpoint saved; continue with the same command and --resume", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    finally:
+        dist.close()
 
 
 if __name__ == "__main__":

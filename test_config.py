@@ -1,0 +1,100 @@
+"""Tests of config.py: every field of every config has a valid range, and a value outside it (or
+two values that cannot go together) exits 2 with one line, before any work starts."""
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+import config
+import train
+from conftest import HERE
+
+
+def bad_value(name, spec, default):
+    """A value outside the field's declared range (None if every value is valid)."""
+    if isinstance(spec, tuple):
+        return "nonsense"
+    if callable(spec) and not isinstance(spec, config.Range):
+        return "arith:9"
+    if spec == config.ANY:
+        return None
+    below = spec.lo if spec.lo_open else spec.lo - (1 if isinstance(default, int) else 1e-3)
+    above = spec.hi if spec.hi_open else spec.hi + (1 if isinstance(default, int) else 1e-3)
+    return type(default)(below) if spec.lo != -math.inf else type(default)(above)
+
+
+FIELDS = [(g, f) for g, cls in config.CONFIGS.items() for f in dataclasses.fields(cls) if (g, f.name) not in config.UNSET]
+
+
+def test_every_field_has_a_range_and_every_default_is_valid():
+    assert {f.name for _, f in FIELDS} == set(config.RANGES)
+    for preset in config.PRESETS:
+        assert config.problems(train.build_configs(train.parse_args(["--preset", preset]), "cpu")[1]) == [], preset
+    unchecked = {f.name for _, f in FIELDS if config.RANGES[f.name] == config.ANY}
+    assert unchecked == {"seed", "train_seed", "rl_seed", "scale_std", "mask_truncated", "dynamic_sampling"}
+
+
+@pytest.mark.parametrize("group,field", [(g, f) for g, f in FIELDS if config.RANGES[f.name] != config.ANY],
+                         ids=lambda x: getattr(x, "name", x))
+def test_a_value_out_of_range_exits_2_naming_the_range(group, field, capsys):
+    bad = bad_value(field.name, config.RANGES[field.name], field.default)
+    args = train.parse_args(["--preset", "tiny", f"--{field.name}", str(bad)])
+    with pytest.raises(SystemExit) as e:
+        config.check(train.build_configs(args, "cpu")[1])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and f"--{field.name}" in err, err
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--n_embd", "24", "--n_head", "8"], "even multiple"), (["--n_embd", "60", "--n_head", "8"], "even multiple"), (["--n_head", "4", "--n_kv_head", "3"], "must divide"),
+    (["--n_routed_experts", "4", "--n_experts_per_tok", "5"], "at most --n_routed_experts"),
+    (["--n_expert_groups", "3"], "must divide"), (["--n_limited_groups", "2"], "at most --n_expert_groups"),
+    (["--p_chain", "0.9", "--p_bare", "0.2"], "at most 1"), (["--bpe_docs", "5000"], "at most --n_docs"),
+    (["--warmup_iters", "60"], "below --max_iters"), (["--max_new_tokens", "180"], "must fit --block_size"),
+    (["--eval_new_tokens", "180"], "must fit --block_size"), (["--n_minibatches", "17"], "at most the rollouts"),
+    (["--general_frac", "0.9"], "leaves no reasoning prompt")])
+def test_settings_that_cannot_go_together_exit_2(flags, needle, capsys):
+    args = train.parse_args(["--preset", "tiny", *flags])
+    with pytest.raises(SystemExit) as e:
+        config.check(train.build_configs(args, "cpu")[1])
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [
+    ["--n_experts_per_tok", "4"], ["--bpe_docs", "3000"], ["--p_chain", "0.25", "--p_bare", "0.25", "--p_slip", "0.25",
+                                                            "--p_switch", "0.25"],
+    ["--max_new_tokens", "176", "--eval_new_tokens", "176"], ["--n_minibatches", "16"], ["--p_zh", "1"], ["--p_zh", "0"],
+    ["--group_size", "2"], ["--n_routed_experts", "0", "--n_experts_per_tok", "5", "--n_expert_groups", "3"],
+    ["--general_frac", "0.7"], ["--beta2", "0"]])
+def test_settings_at_their_limits_are_valid(flags):
+    """Each boundary of a range or relation, from the valid side (tiny preset: 4 experts, 3000 docs,
+    block 192, 4 prompts x G=4)."""
+    assert config.problems(train.build_configs(train.parse_args(["--preset", "tiny", *flags]), "cpu")[1]) == []
+
+
+def test_ranges_read_as_written():
+    assert [str(r) for r in (config.COUNT, config.POSITIVE, config.FRACTION, config.RANGES["clip_eps"],
+                             config.RANGES["beta2"])] == [">= 1", "> 0", "[0, 1]", "(0, 1)", "[0, 1)"]
+    assert 1 in config.FRACTION and 1 not in config.RANGES["beta2"] and 0 not in config.POSITIVE
+
+
+@pytest.mark.parametrize("flags", [["--group_size", "1"], ["--block_size", "8"], ["--max_iters", "-5"],
+                                   ["--temperature", "0"], ["--stage", "rl2", "--general_frac", "1.0"]])
+def test_the_command_exits_2_before_any_work(flags, tmp_path):
+    out = str(tmp_path / "out")
+    r = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--preset", "tiny", "--out_dir", out, *flags],
+                       capture_output=True, text=True, cwd=HERE, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "error" in r.stderr, r.stderr
+    assert not os.path.exists(out)  # nothing was started
+
+
+def test_a_prompt_that_does_not_fit_stops_before_training(tmp_path):
+    """block_size 100 passes the range checks, but the tokenizer's prompts plus the budget do not fit."""
+    out = str(tmp_path / "out")
+    r = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--preset", "tiny", "--out_dir", out,
+                        "--block_size", "100", "--quiet"], capture_output=True, text=True, cwd=HERE, timeout=300)
+    assert r.returncode == 2 and "exceeds --block_size 100" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(out, "pretrain", "ckpt.pt"))

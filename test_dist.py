@@ -1,0 +1,204 @@
+"""Tests of dist.py: N ranks give one rank's step, the MoE biases stay equal, a non-finite step
+is skipped. Two CPU processes talk over gloo; run with `python -m pytest -q test_dist.py`."""
+import contextlib
+import dataclasses
+import types
+
+import pytest
+import torch
+import torch.distributed as td
+import torch.multiprocessing as mp
+
+import config
+import data
+import dist
+import evaluate
+import grpo
+import moe
+import train
+from model import GPT, GPTConfig
+
+CFG = GPTConfig(vocab_size=300, block_size=160, n_layer=2, n_embd=32, n_head=2, n_kv_head=1, mlp_hidden=64,
+                n_routed_experts=4, n_experts_per_tok=2, moe_hidden=16, bias_update_gamma=0.01)
+DATA = data.DataConfig(n_docs=300, bpe_docs=100, vocab_size=300)
+RL = grpo.RLConfig(prompts_per_step=4, group_size=2, max_new_tokens=12, beta=0.0, loss_agg="token-mean",
+                   micro_batch=3)  # token-mean: the normaliser that must be all-reduced
+
+
+def fresh_model():
+    torch.manual_seed(0)
+    return GPT(CFG)
+
+
+def fake_run():
+    """The parts of checkpoint.Run that the loops touch."""
+    return types.SimpleNamespace(step=0, log=lambda row: None,
+                                 bar=types.SimpleNamespace(update=lambda n: None, set_postfix=lambda **kw: None))
+
+
+def pretrain_steps(model, n_steps):
+    """n_steps of the supervised loop on windows of random tokens, 8 rows a step in 2 micro-batches."""
+    tc = config.TrainConfig(batch_size=4, grad_accum=2, log_every=1, ckpt_every=100)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)  # (Adam's first step, g / |g|, would magnify float noise)
+    moe.attach_bias_update(opt, model)
+    ids = torch.randint(CFG.vocab_size, (5000,), generator=torch.Generator().manual_seed(1))
+    batch_at = train.corpus_batches(ids, tc, 64, "cpu")
+    train.train_sft(dist.wrap(model), opt, batch_at, n_steps, lambda s: 1e-2, tc, fake_run(), contextlib.nullcontext(),
+                    save=lambda step: None)
+
+
+def reward(texts, problems):
+    r = [len(t) % 3 / 2 for t in texts]  # varied, deterministic in the text
+    return {"reward": r, "accuracy": r, "format": r, "lang": r}
+
+
+def grpo_once(model, enc):
+    problems = data.rl_problems(DATA, RL.prompts_per_step, seed=3)[dist.my_share(RL.prompts_per_step)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    return grpo.grpo_step(dist.wrap(model), None, opt, enc, problems, RL, reward,
+                          torch.Generator().manual_seed(5), grad_clip=0.0)
+
+
+def idle_expert_step():
+    """One pretrain step with the loop dispatch and an expert no token reaches: its slice of the
+    stacked expert weights gets a zero gradient, so DDP finds no unused parameter to wait for."""
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(CFG, moe_dispatch="loop"))
+    for m in moe._moe_layers(model):
+        m.expert_bias[-1] = -1e4  # never selected
+    pretrain_steps(model, 1)
+    return model.state_dict()
+
+
+def tokenizer():
+    return data.build_tokenizer(DATA, data.build_corpus(DATA))
+
+
+def _rank_main(rank, world, init_file, out):
+    td.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = fresh_model()
+        pretrain_steps(model, 1)
+        first = {k: v.clone() for k, v in model.state_dict().items()}
+        model = fresh_model()
+        pretrain_steps(model, 3)
+        biases = torch.stack([m.expert_bias for m in moe._moe_layers(model)])
+        model = fresh_model()
+        enc = tokenizer()
+        st = grpo_once(model, enc)
+        grpo_state = model.state_dict()
+        answers = evaluate.respond(model, enc, data.rl_problems(DATA, 3, seed=4), 8)  # 3 over 2 ranks: uneven
+        idle = idle_expert_step()
+        torch.save({"first": first, "biases": biases, "grpo": grpo_state, "reward": st["reward"], "answers": answers,
+                    "gathered": dist.gather([rank] * (rank + 1)), "idle": idle}, f"{out}/rank{rank}.pt")
+    finally:
+        td.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_rank_main, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def test_two_ranks_take_one_ranks_pretrain_step(two_ranks):
+    model = fresh_model()
+    pretrain_steps(model, 1)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(two_ranks[0]["first"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+        assert torch.equal(two_ranks[0]["first"][k], two_ranks[1]["first"][k]), k
+
+
+def test_moe_biases_stay_identical_across_ranks(two_ranks):
+    b0, b1 = two_ranks[0]["biases"], two_ranks[1]["biases"]
+    assert b0.abs().sum() > 0 and torch.equal(b0, b1)
+    model = fresh_model()
+    pretrain_steps(model, 3)  # one rank, the whole batch: the same token counts, so the same biases
+    assert torch.equal(torch.stack([m.expert_bias for m in moe._moe_layers(model)]), b0)
+
+
+def test_two_ranks_take_one_ranks_grpo_step(two_ranks):
+    model = fresh_model()
+    st = grpo_once(model, tokenizer())
+    assert st["reward"] == pytest.approx(two_ranks[0]["reward"])  # the same rollouts, split in two
+    moved = False
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(two_ranks[0]["grpo"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+        moved |= not torch.equal(v, fresh_model().state_dict()[k])
+    assert moved
+
+
+def test_evaluation_is_split_over_ranks_and_gathered_in_order(two_ranks):
+    assert two_ranks[0]["gathered"] == two_ranks[1]["gathered"] == [0, 1, 1]
+    model = fresh_model()
+    grpo_once(model, tokenizer())  # the ranks answered with the GRPO-stepped model
+    assert two_ranks[0]["answers"] == two_ranks[1]["answers"] == evaluate.respond(
+        model, tokenizer(), data.rl_problems(DATA, 3, seed=4), 8)
+
+
+def test_an_expert_that_no_token_reaches_does_not_stall_ddp(two_ranks):
+    one = idle_expert_step()
+    for k, v in one.items():
+        torch.testing.assert_close(two_ranks[0]["idle"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_a_non_finite_step_moves_nothing():
+    model = fresh_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    x = torch.randint(CFG.vocab_size, (2, 16))
+    model(x, x)[1].backward()
+    assert dist.clip_and_step(model, opt, 1.0)[1]  # a finite step, so AdamW has moments
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = {k: v.clone() for k, v in opt.state[model.tok_emb.weight].items()}
+    model(x, x)[1].backward()
+    model.tok_emb.weight.grad[0, 0] = float("nan")
+    norm, stepped = dist.clip_and_step(model, opt, 1.0)
+    assert not stepped and norm != norm
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(moments[k], v) for k, v in opt.state[model.tok_emb.weight].items())
+    assert all(p.grad is None for p in model.parameters())  # not carried into the next step
+
+
+def test_non_finite_steps_are_counted_and_stop_the_run_with_a_checkpoint():
+    model = fresh_model()
+    rows, saved = [], []
+    run = fake_run()
+    run.log = rows.append
+    tc = config.TrainConfig(batch_size=2, log_every=1, ckpt_every=100, max_bad_steps=3)
+    opt = train.make_optimizer(model, 1e-2, tc, "cpu")
+    ids = torch.randint(CFG.vocab_size, (500,), generator=torch.Generator().manual_seed(1))
+    batch_at = train.corpus_batches(ids, tc, 16, "cpu")
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("inf")  # every loss is now NaN
+    with pytest.raises(SystemExit) as stop:
+        train.train_sft(model, opt, batch_at, 10, lambda s: 1e-2, tc, run, contextlib.nullcontext(), save=saved.append)
+    assert stop.value.code == 1
+    assert [r["skipped"] for r in rows] == [1, 1, 1] and saved == [3]
+
+
+def test_one_bad_step_is_skipped_and_the_run_goes_on(monkeypatch):
+    model = fresh_model()
+    rows, calls = [], []
+    run = fake_run()
+    run.log = rows.append
+    real = dist.clip_and_step
+
+    def flaky(m, opt, clip):  # the second step's gradients are poisoned
+        calls.append(1)
+        if len(calls) == 2:
+            next(m.parameters()).grad.fill_(float("nan"))
+        return real(m, opt, clip)
+    monkeypatch.setattr(dist, "clip_and_step", flaky)
+    tc = config.TrainConfig(batch_size=2, log_every=1, ckpt_every=100, max_bad_steps=2)
+    opt = train.make_optimizer(model, 1e-2, tc, "cpu")
+    batch_at = train.corpus_batches(torch.randint(CFG.vocab_size, (500,)), tc, 16, "cpu")
+    train.train_sft(model, opt, batch_at, 4, lambda s: 1e-2, tc, run, contextlib.nullcontext(), save=lambda s: None)
+    assert [r["skipped"] for r in rows] == [0, 1, 0, 0]
+
+
+def test_shares_split_evenly_and_gather_inverts_them():
+    assert dist.my_share(6) == slice(0, 6) and dist.gather([1, 2]) == [1, 2]  # one process: everything
+    assert dist.total(2.5) == 2.5 and dist.stop_requested() == 0
