@@ -67,8 +67,10 @@ _THOUSANDS_RE = re.compile(r"(?<![\d.,(\[{])[1-9]\d{0,2}(?:,\d{3})+(?!\d|,\d)") 
 _SPACED_THOUSANDS_RE = re.compile(r"(?<![\d.,])(?<!\d )[1-9]\d{0,2}(?: \d{3})+(?!\d| \d)")
 _MATRIX_RE = re.compile(r"\\(begin|end)\s*\{(?:[pbB]?matrix|array)\}(?:\s*\{[lcr|]*\})?")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*°\s*\}?")
+_INTEGER_PARAMETER_RE = re.compile(  # `, k \in \mathbb{Z}` after a family of answers
+    r"[,;]?\s*\(?\s*(?:\\text\{[^{}]*\})?\s*[A-Za-z]\s*\\in\s*\\mathbb\s*\{?\s*[ZN]\s*\}?\s*\)?\s*$")
 _REPEATING_RE = re.compile(r"(\d*)\.(\d*)\\overline\s*\{(\d{1,12})\}")  # 0.1\overline{6} = 1/6
-_UNIT_WORDS = r"(?:\s+[A-Za-z]{2,}\.?(?:\^\{?[23]\}?)?)"
+_UNIT_WORDS = r"(?:\s+(?:[A-Za-z]{2,}|[A-Za-z]+/[A-Za-z]+)\.?(?:\^\{?[23]\}?)?)"  # km/h
 _UNIT_TAIL_RE = re.compile(rf"(?<=[0-9)}}\]%°])({_UNIT_WORDS}+)\s*$")  # `125 miles`, `5 sq ft`
 _ATTACHED_UNIT_RE = re.compile(r"(?<=[0-9])(?:cm|mm|km|kg|mg|ml|ft|yd|mph|hrs?|lbs?|oz)"
                                r"(?:\^\{?[23]\}?)?\s*$")  # `5cm`; one letter (`5m`) stays a variable
@@ -113,6 +115,7 @@ def normalize(text: str, separators: bool = True) -> str:
         raise Rejected("answer too long")
     text = re.sub(r"^\s*####", "", text).strip().rstrip(".。")  # GSM8K's `#### 72`; a full stop
     text = re.sub(r"^\*\*(.*)\*\*$", r"\1", text)  # Markdown bold
+    text = _INTEGER_PARAMETER_RE.sub("", text)
     for typed, meant in _KEYBOARD.items():
         text = text.replace(typed, meant)
     text = _REPEATING_RE.sub(_repeating, _TEX_SEPARATOR_RE.sub("", text)).replace("\\\\", " \\row ")  # before `\,` becomes a space
@@ -158,6 +161,8 @@ def choice(text: str) -> str | None:
     """The letter of a multiple-choice answer, lower-cased: `C`, `(C)`, `\\textbf{(C) } 12`."""
     key = text_key(text)
     match = _CHOICE_RE.match(text) if key is None else None
+    if match and re.search(r"\([A-Ea-e]\)|\b(?:or|and)\b", text[match.end():]):
+        return None  # (C) or (D) is a hedge, not a choice
     return match.group(1).lower() if match else key if key and len(key) == 1 else None
 
 
@@ -203,6 +208,33 @@ def is_list(normalized_gold: str) -> bool:
     return False
 
 
+# ----------------------------------------------------------------------------- spans in a text
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_MATH_SPAN_RE = re.compile(rf"(?<!\\)\$\$(.{{1,{MAX_CHARS}}}?)\$\$|(?<!\\)\$(.{{1,{MAX_CHARS}}}?)(?<!\\)\$"
+                           rf"|\\\((.{{1,{MAX_CHARS}}}?)\\\)|\\\[(.{{1,{MAX_CHARS}}}?)\\\]", re.S)
+
+
+def boxed_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of each \\boxed{...}, braces matched; an unclosed one ends the list."""
+    spans, pos = [], 0
+    while match := _BOXED_RE.search(text, pos):
+        depth, at = 1, match.end()
+        while at < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[at], 0)
+            at += 1
+        if depth:
+            break
+        spans.append((match.start(), at, text[match.end():at - 1]))
+        pos = at
+    return spans
+
+
+def math_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of each $...$, $$...$$, \\(...\\) and \\[...\\]."""
+    return [(m.start(), m.end(), next(g for g in m.groups() if g is not None))
+            for m in _MATH_SPAN_RE.finditer(text)]
+
+
 # ----------------------------------------------------------------------------- tokenizer
 _TOKEN_RE = re.compile(r"\s+|([0-9]{1,2}:[0-9]{2}|[0-9]+(?:\.[0-9]+)?|\.[0-9]+)|(\\[A-Za-z]+)|([A-Za-z]+)"
                        r"|(<=|>=|!=|[-+*/^=,(){}\[\]<>|&%°≈_])")
@@ -212,7 +244,7 @@ GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "theta", "v
          "mu", "nu", "rho", "sigma", "tau", "phi", "varphi", "chi", "psi", "omega")  # \theta only
 _WORDS = {"\\frac": "frac", "\\sqrt": "sqrt", "\\binom": "binom", "\\pi": "pi", "sqrt": "sqrt",
           "pi": "pi", "or": "or", "and": "or", "\\infty": "oo", "\\cup": "cup", "\\in": "in",
-          "\\pm": "pm", "\\mp": "pm", "\\reals": "reals", "\\emptyset": "empty",
+          "\\pm": "pm", "\\mp": "pm", "\\reals": "reals", "\\emptyset": "empty", "\\setminus": "minus",
           "\\matrix": "matrix", "\\endmatrix": "endmatrix", "\\row": "row",
           **{f"\\{name}": name for name in (*FUNCTIONS, *GREEK)}, **{f: f for f in FUNCTIONS}}
 _MATH_WORDS = frozenset(word.lstrip("\\") for word in _WORDS)  # never a unit or a text answer

@@ -213,7 +213,8 @@ class Parser:
             pieces = [self.piece()]
             while len(pieces) < MAX_ITEMS and self.eat("cup"):
                 pieces.append(self.piece())
-            return pieces[0] if len(pieces) == 1 else ("union", tuple(pieces))
+            union = pieces[0] if len(pieces) == 1 else ("union", tuple(pieces))
+            return ("minus", union, self.piece()) if self.eat("minus") else union  # R \ {3}
         return self.expr()
 
     def comma_at_top(self, end: int) -> bool:
@@ -241,7 +242,11 @@ class Parser:
         opener = self.eat("(", "[", "{")
         if opener == "{" and self.builder():  # set-builder: the condition is the answer
             self.pos += self.builder()
-            return self.nested(self.statement, "}")
+            conditions = [self.nested(self.statement)]
+            while len(conditions) < MAX_ITEMS and self.eat("or"):  # {x | x < -1 or x > 2}
+                conditions.append(self.nested(self.statement))
+            self.expect("}")
+            return conditions[0] if len(conditions) == 1 else ("set", tuple(conditions))
         elements = [self.nested(self.expr).expr] if opener else []
         while opener and len(elements) < MAX_ITEMS and self.eat(","):
             elements.append(self.nested(self.expr).expr)
@@ -396,6 +401,7 @@ class Parser:
         exponent = self.nested(self.factor) if self.eat("^") else None
         if exponent is not None and exponent.expr == -1 and name in _INVERSE:
             name, exponent = _INVERSE[name], None
+        in_degrees = "°" in self.marks
         if self.peek() in ("(", "{", "["):
             arg = self.group()
         else:  # TeX's convention: the argument runs over a product of factors, \sin 2x = sin(2x)
@@ -403,6 +409,9 @@ class Parser:
             while self.peek() not in _FUNCTIONS and (len(self.peek()) == 1 and self.peek().isalpha()
                                                      or self.peek() in ("pi", *GREEK)):
                 arg = sized_op("*", arg, self.nested(self.power))
+        if "°" in self.marks and not in_degrees:  # \sin 30^\circ: the answer is no angle
+            self.marks.discard("°")
+            arg = sized_op("*", arg, Sized(sympy.pi / 180, 1, 8))
         value = sized_function(name, arg, base)
         return sized_op("^", value, exponent) if exponent is not None else value
 
@@ -424,16 +433,21 @@ def statement_structure(sides: list, ops: list[str]):
     if None in exprs or "in" in ops:
         raise Rejected("a relation between sets")
     if set(ops) <= {"=", "≈"}:
-        return equation(exprs)
+        return equation(exprs, ops)
     if set(ops) <= {"<", "<=", ">", ">="} or ops == ["!="]:
         return relation(exprs, ops)
     raise Rejected("mixed relations")
 
 
-def equation(exprs: list):
-    """x = 5, 5 = x, a chain x = 5+5+1 = 11 (its last side), 2+3 = 5 (the value), or an
+def equation(exprs: list, ops: list[str]):
+    """x = 5, 5 = x, a chain x = 5+5+1 = 11 (its last side; x \\approx 11 too, but a value
+    before \\approx is exact: \\sqrt{10} \\approx 3.16 says sqrt(10)), 2+3 = 5 (the value), or an
     equation in two or more variables ("eq", lhs - rhs): 2x+4y-3=0. An equation in one variable
     with no side alone (2x = 10) is the problem restated, not an answer: refused."""
+    for at, op in enumerate(ops):
+        if op == "≈" and not exprs[at].is_Symbol:
+            exprs = exprs[:at + 1]  # \sqrt{10} \approx 3.162: the exact side, not its rounding
+            break
     first, last = exprs[0], exprs[-1]
     if first == _FUNCTION_NAME.expr:
         return ("scalar", None, last)

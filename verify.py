@@ -58,8 +58,8 @@ from fractions import Fraction
 
 import sympy
 
-from latex import (MAX_CHARS, Rejected, choice, is_list, normalize, plain_number, text_answer,
-                   text_key, tokenize)
+from latex import (MAX_CHARS, Rejected, boxed_spans, choice, is_list, math_spans, normalize,
+                   plain_number, text_answer, text_key, tokenize)
 from parse import Answer, Parser, parse_answer  # noqa: F401 (Parser: for tests and users, as before)
 
 # ----------------------------------------------------------------------------- limits
@@ -122,8 +122,8 @@ def full_verdict(pred: str, gold: str) -> bool:
 
 def answers_match(pred: Answer, gold: Answer) -> bool:
     """Two parsed answers mean the same, marks included: a gold percent is its number (`28\\%`
-    is 28, never 0.28); a predicted percent p is p or p/100 where the gold has none; a gold in
-    degrees is also its value in radians (`90^\\circ` is pi/2)."""
+    is 28, never 0.28); a predicted percent p is p or p/100 where the gold has none; an angle in
+    degrees is also its value in radians (`90^\\circ` is pi/2) where the other side has no mark."""
     tolerant = pred.decimal or gold.decimal
     if answers_equal(pred.structure, gold.structure, tolerant):
         return True
@@ -132,6 +132,8 @@ def answers_match(pred: Answer, gold: Answer) -> bool:
         return answers_equal((kind, var, value / 100), gold.structure, tolerant)
     if kind and "°" in gold.marks and "°" not in pred.marks and value.has(sympy.pi):
         return answers_equal((kind, var, value * 180 / sympy.pi), gold.structure, tolerant)
+    if kind and "°" in pred.marks and "°" not in gold.marks and gold.structure[0] == "scalar":
+        return answers_equal((kind, var, value * sympy.pi / 180), gold.structure, tolerant)
     return False
 
 
@@ -151,7 +153,7 @@ def answers_equal(pred, gold, tolerant: bool) -> bool:
         words = [a[1] if a[0] == "text" else a[2].name.lower() if a[0] == "scalar" and a[1] is None
                  and a[2].is_Symbol else None for a in (pred, gold)]
         return words[0] is not None and words[0] == words[1]  # \text{(C)} and the letter C
-    if kinds & {"interval", "union", "rel"}:
+    if kinds & {"interval", "union", "rel", "minus"}:
         return sets_equal(pred, gold, tolerant)
     if "eq" in kinds or (kinds == {"scalar"} and None not in (pred[1], gold[1]) and pred[1] != gold[1]):
         pred_zero, gold_zero = equation_side(pred), equation_side(gold)
@@ -249,7 +251,25 @@ def pieces(answer) -> list | None:
         return None if None in found else [piece for some in found for piece in some]
     if kind == "rel" and answer[2] is not None:
         return solved_pieces(answer[1], answer[2])
+    if kind == "minus":  # R \ {3}: intervals with points taken out
+        found, points = pieces(answer[1]), pieces(answer[2])
+        if found is None or points is None or any(p[0] != p[1] for p in points):
+            return None
+        for point, *_ in points:
+            found = [part for piece in found for part in without_point(piece, point)]
+        return found
     return None
+
+
+def without_point(piece, point) -> list:
+    """An interval with a point taken out: split in two where the point lies inside it."""
+    lo, hi, lo_closed, hi_closed = piece
+    try:
+        if bool(lo < point) and bool(point < hi):
+            return [(lo, point, lo_closed, False), (point, hi, False, hi_closed)]
+    except TypeError:  # a symbolic end: no order known
+        return [piece]
+    return [(lo, hi, lo_closed and lo != point, hi_closed and hi != point)]
 
 
 def solved_pieces(conditions, var) -> list | None:
@@ -457,34 +477,9 @@ def is_equivalent(pred: str, gold: str, deadline_s: float = DEADLINE_S) -> bool:
 
 
 # ----------------------------------------------------------------------------- finding the answer
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_MATH_SPAN_RE = re.compile(rf"(?<!\\)\$\$(.{{1,{MAX_CHARS}}}?)\$\$|(?<!\\)\$(.{{1,{MAX_CHARS}}}?)(?<!\\)\$"
-                           rf"|\\\((.{{1,{MAX_CHARS}}}?)\\\)|\\\[(.{{1,{MAX_CHARS}}}?)\\\]", re.S)
 _LIST_GLUE_RE = re.compile(r"\s*(?:,|;|or|and|\\text\{\s*(?:or|and)\s*\}|\\quad)?\s*", re.I)
-_ANSWER_IS_RE = re.compile(rf"answer\s*(?:is|:)\s*:?\s*(.{{1,{MAX_CHARS}}}?)\s*(?:\.\s|\.?\s*$|\n)",
-                           re.I | re.S)
+_ANSWER_IS_RE = re.compile(r"answer\s*(?:is|:)\s*:?\s*", re.I)
 _GSM8K_RE = re.compile(r"####\s*([^\n]{1,%d})" % MAX_CHARS)
-
-
-def boxed_spans(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, content) of each \\boxed{...}, braces matched; an unclosed one ends the list."""
-    spans, pos = [], 0
-    while match := _BOXED_RE.search(text, pos):
-        depth, at = 1, match.end()
-        while at < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[at], 0)
-            at += 1
-        if depth:
-            break
-        spans.append((match.start(), at, text[match.end():at - 1]))
-        pos = at
-    return spans
-
-
-def math_spans(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, content) of each $...$, $$...$$, \\(...\\) and \\[...\\]."""
-    return [(m.start(), m.end(), next(g for g in m.groups() if g is not None))
-            for m in _MATH_SPAN_RE.finditer(text)]
 
 
 def last_of(text: str, spans: list) -> str | None:
@@ -507,8 +502,17 @@ def answer_in_block(block: str) -> str | None:
     spans = math_spans(tail)
     if spans:
         return last_of(tail, spans)
-    phrases = list(_ANSWER_IS_RE.finditer(tail))
-    return (phrases[-1].group(1) if phrases else block).strip() or None
+    return (after_answer_is(tail) or block).strip() or None
+
+
+def after_answer_is(text: str) -> str | None:
+    """What follows the last "answer is" / "answer:" in `text`, up to the end of its sentence."""
+    last = None
+    for last in _ANSWER_IS_RE.finditer(text):  # one linear pass: the last one counts
+        pass
+    rest = text[last.end():last.end() + MAX_CHARS] if last else ""
+    end = re.search(r"\.\s|\n", rest)
+    return (rest[:end.start()] if end else rest).strip().rstrip(".") or None
 
 
 def find_final_answer(text: str) -> str | None:
@@ -522,12 +526,9 @@ def find_final_answer(text: str) -> str | None:
     marked = _GSM8K_RE.findall(text)
     if marked:
         return marked[-1].strip() or None
-    phrases = list(_ANSWER_IS_RE.finditer(text))
-    if not phrases:
-        return None
-    phrase = phrases[-1].group(1)
-    spans = math_spans(phrase)
-    return last_of(phrase, spans) if spans else phrase.strip() or None
+    phrase = after_answer_is(text)
+    spans = math_spans(phrase or "")
+    return last_of(phrase, spans) if spans else phrase
 
 
 # ----------------------------------------------------------------------------- checking a file
