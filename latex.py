@@ -66,7 +66,7 @@ _TEX_SEPARATOR_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|\\,|\\ )(?=\d{3}(?!\d))") 
 _THOUSANDS_RE = re.compile(r"(?<![\d.,(\[{])[1-9]\d{0,2}(?:,\d{3})+(?!\d|,\d)")    # 7,425,000
 _SPACED_THOUSANDS_RE = re.compile(r"(?<![\d.,])(?<!\d )[1-9]\d{0,2}(?: \d{3})+(?!\d| \d)")
 _MATRIX_RE = re.compile(r"\\(begin|end)\s*\{(?:[pbB]?matrix|array)\}(?:\s*\{[lcr|]*\})?")
-_DEGREE_RE = re.compile(r"\^\s*\{?\s*°\s*\}?")
+_DEGREE_RE = re.compile(r"\^\s*\{?\s*°\s*\}?(?:\s*[CF]\b)?")  # 90^\circ, 25^\circ C
 _INTEGER_PARAMETER_RE = re.compile(  # `, k \in \mathbb{Z}` after a family of answers
     r"[,;]?\s*\(?\s*(?:\\text\{[^{}]*\})?\s*[A-Za-z]\s*\\in\s*\\mathbb\s*\{?\s*[ZN]\s*\}?\s*\)?\s*$")
 _REPEATING_RE = re.compile(r"(\d*)\.(\d*)\\overline\s*\{(\d{1,12})\}")  # 0.1\overline{6} = 1/6

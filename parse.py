@@ -207,7 +207,7 @@ class Parser:
             return self.matrix()
         token, end = self.peek(), self.closing(self.pos)
         if token in ("reals", "empty") or (token in _CLOSER and end > 0 and (
-                "," in self.tokens[self.pos:end] and self.comma_at_top(end)
+                "," in self.tokens[self.pos:end] and (token == "{" or self.comma_at_top(end))
                 or self.peek(end - self.pos + 1) == "cup"
                 or (token == "{" and self.builder(1)))):
             pieces = [self.piece()]
@@ -247,14 +247,16 @@ class Parser:
                 conditions.append(self.nested(self.statement))
             self.expect("}")
             return conditions[0] if len(conditions) == 1 else ("set", tuple(conditions))
-        elements = [self.nested(self.expr).expr] if opener else []
+        member = self.side if opener == "{" else self.expr  # a set may hold points: {(1, 2), (3, 4)}
+        elements = [self.nested(member)] if opener else []
         while opener and len(elements) < MAX_ITEMS and self.eat(","):
-            elements.append(self.nested(self.expr).expr)
+            elements.append(self.nested(member))
         closer = self.eat(")", "]", "}")
         if not opener or not closer or (opener == "{") != (closer == "}"):
             raise Rejected("expected a set, a tuple or an interval")
         if opener == "{":
-            return ("set", tuple(("scalar", None, e) for e in elements))
+            return ("set", tuple(("scalar", None, e.expr) if isinstance(e, Sized) else e for e in elements))
+        elements = [e.expr for e in elements]
         if len(elements) == 2 and (opener + closer != "()" or set(elements) & set(_INFINITE)):
             return interval(*elements, opener == "[", closer == "]")
         if len(elements) > 1 and opener + closer in ("()", "[]"):

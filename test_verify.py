@@ -106,6 +106,7 @@ ISSUE_EQUIVALENT = [  # (prediction, gold): right answers today's parser judged 
     (r"\begin{bmatrix}1\\2\end{bmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"), (r"\text{Evelyn}", "Evelyn"),
     ("C", r"\text{(C)}"), ("1000", "#### 1,000"), (r"[0,7) \cup \{-1\}", r"\{-1\} \cup [0,7)"),
     (r"\{2, 1\}", r"\{1,2\}"), (r"x \ne 3", r"x \neq 3"), (r"+\infty", r"\infty"), ("125", "$125$ miles"),
+    ("y = 2x + 3", "2x + 3"), ("2x + 3", "y = 2x + 3"), (r"\begin{pmatrix}1&2\end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),
 ]
 NEAR_MISSES = [  # (prediction, gold) that must stay unequal
     ("[0,1]", "[0,1)"), ("(0,1)", "[0,1)"), ("0.28", r"28\%"), ("x<5", "x>5"), ("x > 5", r"x \geq 5"),
@@ -115,6 +116,9 @@ NEAR_MISSES = [  # (prediction, gold) that must stay unequal
     ("2x+4y+3=0", "2x+4y-3=0"), (r"[0,7)", r"\{-1\} \cup [0,7)"), (r"\begin{pmatrix}2\\1\end{pmatrix}",
     r"\begin{pmatrix}1\\2\end{pmatrix}"), ("2x + 3 > 13", "(5, \\infty)"), ("2x + 3 = 13", "x = 5"),
     ("y = 2x", "x = 2y"), (r"\{1,2,3\}", r"\{1,2\}"), ("x = 5 or x = 6", "5"), (r"5 \pm 1", "6"),
+    (r"\frac{355}{113}", r"\pi"),  # 8.5e-8 apart, but no decimal point: exact
+    ("5", r"\begin{pmatrix}5\end{pmatrix}"), ("(1, 2, 3)", r"\begin{pmatrix}1\\2\end{pmatrix}"),
+    (r"\begin{pmatrix}1&2&3&4\end{pmatrix}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}"),
 ]
 
 
@@ -161,6 +165,10 @@ def test_text_answers_and_choices():
     assert [latex.choice(t) for t in ("C", "(C)", r"\textbf{(C)}\ 12", "(C) or (D)", "(C), (D)", "12", "CD")] == [
         "c", "c", "c", None, None, None, None]
     assert is_equivalent("no", r"\text{No}") and not is_equivalent("yes", r"\text{No}")
+    C = ("scalar", None, sympy.Symbol("C"))
+    assert verify.answers_equal(("text", "c"), ("text", "c"), False) and verify.answers_equal(C, ("text", "c"), False)
+    assert not verify.answers_equal(("text", "c"), ("text", "d"), False) and not verify.answers_equal(
+        ("scalar", None, sympy.Symbol("D")), ("text", "c"), False)
     assert not is_equivalent("Evelyn", "5") and verify.verdict("nan", "5") == "reject"
 
 
@@ -236,6 +244,7 @@ def test_solution_sets():
     assert pieces("-x > -1") is None and pieces("1 < x > 3") is None  # not solved; a bound given twice
     assert pieces(r"\{-1\} \cup [0, 7)") == [(-1, -1, True, True), (0, 7, True, False)]
     assert pieces(r"[0, 2] \setminus \{0, 1\}") == [(0, 1, False, False), (1, 2, False, True)]
+    assert pieces(r"[0, 2] \setminus \{2, 5\}") == [(0, 2, True, False)]  # an end; a point outside
     assert pieces("(1, 2)") == [(1, 2, False, False)] and pieces("(1, 2, 3)") is None
     assert is_equivalent(r"x \geq 5", "[5, \\infty)") and not is_equivalent("x > 5", "[5, \\infty)")
     assert is_equivalent("x > 2 or x < -1", r"(-\infty, -1) \cup (2, \infty)")
