@@ -11,20 +11,28 @@ estimating the size of every result first (verify.py's docstring has the threat 
 
 The forms it reads, beyond the toy world's plain `2x^2 - 16x - 18`, `7/12`, `x = 5`, `3, 4`:
 - numbers: `1,000` and `7,425,000` (see "Thousands" below), `14{,}916`, `10,\\!000`, `1\\,000`,
-  `1 000`; `28\\%` and `28 percent` (a mark: verify.py decides what it is equal to); `90^\\circ`;
-  `\\$5`; a mixed number `2\\frac{1}{2}`; a base `1011_2` (a name, equal only to itself).
-- LaTeX: `\\frac13`, `\\frac94\\pi`, `\\dfrac` `\\tfrac` `\\cfrac`, `\\sqrt3`, `\\sqrt[3]{x}`, `\\left(`,
-  spacing commands, `\\cdot`, `\\times`, `|x|`, Greek letters, subscripts `a_n`, `f(x) = ...`.
-- functions `\\sin \\cos \\tan \\sec \\csc \\cot \\arcsin \\arccos \\arctan \\sinh \\cosh \\tanh \\log
-  \\log_2 \\ln \\exp`, with powers (`\\tan^2(y)`, `\\sin^{-1}x` = arcsin); `\\infty` (alone or as an
-  interval's end, never in arithmetic).
-- structures: tuples `(1, 2)`; sets `\\{1,2\\}` and `\\{x \\mid x > 2\\}`; intervals `[0,1)` and
-  their unions `\\cup`, `\\mathbb{R}`, `\\emptyset`; relations `x \\geq 5`, `-1 < x < 2`, `x \\neq 3`,
-  `x \\in [0, 1)`; equations (`2x+4y-3=0`; a chain `x = 5+5+1 = 11` and `\\approx` are read by
-  their last side); `\\pm`; matrices `pmatrix`, `bmatrix`.
-- text: `\\text{}`, `\\mbox{}`, `\\textbf{}` after math are units or remarks and are dropped, as
-  are trailing unit words (`$125$ miles`); an answer that is only words (`\\text{Evelyn}`,
-  `(C)`) is a text answer, compared as lower-cased words.
+  `1 000`; `28\\%` and `28 percent` (a mark: verify.py decides what it is equal to); `90^\\circ`,
+  `25^\\circ C`; `\\$5`; `2\\frac{1}{2}` (a mixed number); `0.1\\overline{6}`; `1011_2` and `4:30`
+  (names, equal only to themselves); `#### 72` (GSM8K); `**18**` (Markdown).
+- LaTeX: `\\frac13`, `\\frac94\\pi` (TeX's one-digit arguments), `\\dfrac` `\\tfrac` `\\cfrac`,
+  `\\sqrt3`, `\\sqrt13` (read as meant: the root of 13), `\\sqrt[3]{x}`, `\\binom{n}{k}`, `\\left(`,
+  spacing commands, `\\cdot`, `\\times`, `|x|`, Greek letters, `e` and `i` (the constants),
+  subscripts `a_n`, `f(x) = ...`, `xy` (a run of up to three letters is a product).
+- functions `\\sin \\cos \\tan \\sec \\csc \\cot \\arcsin \\arccos \\arctan \\sinh \\cosh \\tanh
+  \\log \\log_2 \\ln \\exp`, with powers (`\\tan^2(y)`, `\\sin^{-1}x` = arcsin) and degrees
+  (`\\sin 30^\\circ`); `\\infty` (alone or as an interval's end, never in arithmetic).
+- structures: tuples `(1, 2)` and `\\langle 1, 2 \\rangle`; sets `\\{1,2\\}`, `\\{(1, 2), (3, 4)\\}`,
+  `\\{x \\mid x > 2\\}`; intervals `[0,1)`, `\\cup`, `\\setminus`, `\\mathbb{R}`, `\\emptyset`, `all
+  real numbers`; relations `x \\geq 5`, `-1 < x < 2`, `x \\neq 3`, `x \\in [0, 1)`; equations
+  `2x+4y-3=0`, chains `x = 5+5+1 = 11` and `x \\approx 11` (the last side; but a value before
+  `\\approx` is exact: `\\sqrt{10} \\approx 3.16` is sqrt(10)); `\\pm`; families `k\\pi, k \\in
+  \\mathbb{Z}`; matrices `pmatrix`, `bmatrix`.
+- text: `\\text{}`, `\\mbox{}`, `\\textbf{}` next to math are units or remarks and are dropped, as
+  are trailing unit words (`$125$ miles`, `54 km/h`, `5cm`); `\\text{ or }` separates items; an
+  answer that is only words (`\\text{Evelyn}`) is text, compared as lower-cased words, and a
+  choice (`C`, `(C)`, `\\textbf{(C)}\\ 12`) by its letter.
+- where an answer sits in a text: `\\boxed{}` (braces matched) and the math spans `$...$`,
+  `$$...$$`, `\\(...\\)`, `\\[...\\]` (verify.py picks one).
 
 Thousands. A plain comma is a thousands separator when the digit groups around it are 1-3
 digits and then exactly 3 digits each, with no space after any comma, the first group not
@@ -52,14 +60,14 @@ class Rejected(Exception):
 # ----------------------------------------------------------------------------- normaliser
 _KEYBOARD = {"，": ",", "；": ",", "（": "(", "）": ")", "×": "*", "·": "*", "÷": "/", "−": "-",
              "或": " or ", "π": "pi", "≤": "<=", "≥": ">=", "≠": "!=", "∞": "\\infty ",
-             "∪": "\\cup ", "±": "\\pm ", "√": "\\sqrt ", "²": "^2", "³": "^3"}  # full-width digits are NOT here
+             "∪": "\\cup ", "±": "\\pm ", "√": "\\sqrt ", "²": "^2", "³": "^3"}  # not full-width digits
 _COMMANDS = {"dfrac": "\\frac", "tfrac": "\\frac", "cfrac": "\\frac", "cdot": "*", "times": "*",
              "div": "/", "le": "<=", "leq": "<=", "leqslant": "<=", "ge": ">=", "geq": ">=",
              "geqslant": ">=", "lt": "<", "gt": ">", "ne": "!=", "neq": "!=", "approx": "≈",
              "circ": "°", "degree": "°", "left": "", "right": "", "big": "", "Big": "", "bigl": "",
              "bigr": "", "Bigl": "", "Bigr": "", "displaystyle": "", "quad": " ", "qquad": " ",
              "langle": "(", "rangle": ")", "lvert": "|", "rvert": "|", "vert": "|", "mid": "|",
-             "varnothing": "\\emptyset", "dbinom": "\\binom", "tbinom": "\\binom"}  # every other command is kept for the tokenizer to judge
+             "varnothing": "\\emptyset", "dbinom": "\\binom", "tbinom": "\\binom"}  # others: the tokenizer judges
 _TEXT_CMDS = r"text|textbf|textit|textrm|textnormal|textsf|mbox|mathrm|mathbf|mathit|operatorname"
 _TEXT_GROUP_RE = re.compile(rf"\\(?:{_TEXT_CMDS})\s*\{{([^{{}}]*)\}}(\s*\^\s*\{{?\s*[23]\s*\}}?)?")
 _TEX_SEPARATOR_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|\\,|\\ )(?=\d{3}(?!\d))")  # 14{,}916
@@ -118,7 +126,8 @@ def normalize(text: str, separators: bool = True) -> str:
     text = _INTEGER_PARAMETER_RE.sub("", text)
     for typed, meant in _KEYBOARD.items():
         text = text.replace(typed, meant)
-    text = _REPEATING_RE.sub(_repeating, _TEX_SEPARATOR_RE.sub("", text)).replace("\\\\", " \\row ")  # before `\,` becomes a space
+    text = _REPEATING_RE.sub(_repeating, _TEX_SEPARATOR_RE.sub("", text))  # before `\,` is a space
+    text = text.replace("\\\\", " \\row ")  # a matrix's row break
     text = _MATRIX_RE.sub(lambda m: " \\matrix " if m.group(1) == "begin" else " \\endmatrix ", text)
     text = re.sub(r"\\mathbb\s*\{?\s*R\s*\}?", lambda m: " \\reals ", _text_groups(text))
     text = text.replace("\\left.", "").replace("\\right.", "")
@@ -146,6 +155,7 @@ _WORDED = {"all real numbers": " \\reals ", "infinity": " \\infty "}  # words th
 _CHOICE_RE = re.compile(r"\s*(?:\\text(?:bf)?\s*\{\s*)?\(([A-Ea-e])\)")
 
 
+@lru_cache(maxsize=8192)
 def text_key(text: str) -> str | None:
     """The lower-cased words of an answer made only of words (`\\text{(C)}` and `C` give `c`,
     `\\text{Evelyn}` gives `evelyn`); None for anything holding math."""

@@ -122,16 +122,17 @@ class Parser:
     """Recursive descent over the tokens; builds sympy objects directly.
 
     answer    := statement (("," | "or") statement)*   several are a set (roots, or a hedge)
-    statement := side (relation side)*              = ≈ < <= > >= != in; see statement_structure
-    side      := piece ("cup" piece)* | matrix | expr
-    piece     := "(" expr "," expr ("]" | ")")  | "[" ... | "{" expr ("," expr)* "}"
-               | "{" letter "|" statement "}" | reals | empty
+    statement := side (relation side){0,2}          = ≈ < <= > >= != in; see statement_structure
+    side      := piece ("cup" piece)* ["minus" piece] | matrix | expr
+    piece     := "(" expr "," expr ("]" | ")")  | "[" ... | "{" side ("," side)* "}"
+               | "{" letter ["in" reals] "|" statement ("or" statement)* "}" | reals | empty
+    matrix    := "matrix" expr (("&" | "row") expr)* ["row"] "endmatrix"
     expr      := term (("+" | "-") term)*
-    term      := factor (("*" | "/") factor | power)*    a bare power is an implicit product
+    term      := factor [mixed fraction] (("*" | "/") factor | power)*   a bare power: a product
     factor    := ["+" | "-"] power
     power     := atom ["^" factor] ("%" | "°")*         right-associative: 2^3^2 = 2^9
-    atom      := number [_base] | letter [_sub] | greek | pi | oo | (expr) | {expr} | [expr]
-               | |expr| | sqrt[n] arg | frac arg arg | function[_base][^factor] arg
+    atom      := number [_base] | letter [_sub] | greek | pi | e | i | oo | (expr) | {expr} | [expr]
+               | |expr| | sqrt[n] arg | frac arg arg | binom arg arg | function[_base][^factor] arg
     A TeX argument `arg` is a {group} or one token, the first digit of a number: \\frac94 = 9/4.
     """
 

@@ -106,7 +106,8 @@ ISSUE_EQUIVALENT = [  # (prediction, gold): right answers today's parser judged 
     (r"\begin{bmatrix}1\\2\end{bmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"), (r"\text{Evelyn}", "Evelyn"),
     ("C", r"\text{(C)}"), ("1000", "#### 1,000"), (r"[0,7) \cup \{-1\}", r"\{-1\} \cup [0,7)"),
     (r"\{2, 1\}", r"\{1,2\}"), (r"x \ne 3", r"x \neq 3"), (r"+\infty", r"\infty"), ("125", "$125$ miles"),
-    ("y = 2x + 3", "2x + 3"), ("2x + 3", "y = 2x + 3"), (r"\begin{pmatrix}1&2\end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),
+    ("y = 2x + 3", "2x + 3"), ("2x + 3", "y = 2x + 3"),
+    (r"\begin{pmatrix}1&2\end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),
 ]
 NEAR_MISSES = [  # (prediction, gold) that must stay unequal
     ("[0,1]", "[0,1)"), ("(0,1)", "[0,1)"), ("0.28", r"28\%"), ("x<5", "x>5"), ("x > 5", r"x \geq 5"),
@@ -161,7 +162,7 @@ def test_text_answers_and_choices():
     assert latex.text_key(r"\textbf{Evelyn}") == "evelyn" and latex.text_key("Evelyn's dog") == "evelyn's dog"
     assert latex.text_key("5 apples") is None and latex.text_key("NaN") is None  # math; a non-number
     assert latex.text_answer(r"\text{odd}") == "odd" and latex.text_answer("Evelyn") == "evelyn"
-    assert latex.text_answer("xy") is None and latex.text_answer("sqrt x") is None and latex.text_answer("x or y") is None
+    assert [latex.text_answer(t) for t in ("xy", "sqrt x", "x or y")] == [None, None, None]
     assert [latex.choice(t) for t in ("C", "(C)", r"\textbf{(C)}\ 12", "(C) or (D)", "(C), (D)", "12", "CD")] == [
         "c", "c", "c", None, None, None, None]
     assert is_equivalent("no", r"\text{No}") and not is_equivalent("yes", r"\text{No}")
@@ -177,7 +178,8 @@ STRUCTURES = [  # (answer, the structure written out by hand)
     ("[0,1)", ("interval", 0, 1, True, False)), (r"(-\infty, 2]", ("interval", -sympy.oo, 2, False, True)),
     (r"[2, \infty]", ("interval", 2, sympy.oo, True, False)),  # an infinite end is open however written
     (r"\mathbb{R}", ("interval", -sympy.oo, sympy.oo, False, False)), (r"\emptyset", ("set", ())),
-    ("(1, 2)", ("tuple", (1, 2))), ("[1, 2, 3]", ("tuple", (1, 2, 3))), (r"x \in [0, 1]", ("interval", 0, 1, True, True)),
+    ("(1, 2)", ("tuple", (1, 2))), ("[1, 2, 3]", ("tuple", (1, 2, 3))),
+    (r"x \in [0, 1]", ("interval", 0, 1, True, True)),
     (r"x \geq 5", ("rel", ((">=", x - 5),), x)), (r"5 \geq x", ("rel", ((">=", 5 - x),), x)),
     ("-x > -1", ("rel", ((">", 1 - x),), None)), (r"x \neq 3", ("rel", (("!=", x - 3),), x)),
     ("-1 < x <= 2", ("rel", ((">", x + 1), (">=", 2 - x)), x)), (r"\{x \mid x > 2\}", ("rel", ((">", x - 2),), x)),
@@ -187,14 +189,26 @@ STRUCTURES = [  # (answer, the structure written out by hand)
     (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", ("matrix", ((1, 2), (3, 4)))),
     (r"1 \pm \sqrt{2}", ("set", (("scalar", None, 1 + sympy.sqrt(2)), ("scalar", None, 1 - sympy.sqrt(2))))),
     (r"\text{Evelyn}", ("text", "evelyn")), (r"\tan^2 y", ("scalar", None, sympy.tan(sympy.Symbol("y")) ** 2)),
-    (r"\sin^{-1} x", ("scalar", None, sympy.asin(x))), (r"\log_2 8", ("scalar", None, 3)), (r"\ln e^2", ("scalar", None, 2)),
+    (r"\sin^{-1} x", ("scalar", None, sympy.asin(x))), (r"\log_2 8", ("scalar", None, 3)),
+    (r"\ln e^2", ("scalar", None, 2)),
     (r"\sin 30^\circ", ("scalar", None, sympy.Rational(1, 2))), (r"\sin 2x", ("scalar", None, sympy.sin(2 * x))),
-    (r"\sin x \cos x", ("scalar", None, sympy.sin(x) * sympy.cos(x))), ("|x - 1|", ("scalar", None, sympy.Abs(x - 1))),
-    (r"\sqrt[3]{8}", ("scalar", None, 2)), (r"\sqrt13", ("scalar", None, sympy.sqrt(13))), (r"\frac94\pi", ("scalar", None, 9 * sympy.pi / 4)),
-    (r"2\frac{1}{2}", ("scalar", None, sympy.Rational(5, 2))), (r"-2\frac12", ("scalar", None, sympy.Rational(-5, 2))),
+    (r"\sin x \cos x", ("scalar", None, sympy.sin(x) * sympy.cos(x))),
+    ("|x - 1|", ("scalar", None, sympy.Abs(x - 1))),
+    (r"\sqrt[3]{8}", ("scalar", None, 2)), (r"\sqrt13", ("scalar", None, sympy.sqrt(13))),
+    (r"\frac94\pi", ("scalar", None, 9 * sympy.pi / 4)),
+    (r"2\frac{1}{2}", ("scalar", None, sympy.Rational(5, 2))),
+    (r"-2\frac12", ("scalar", None, sympy.Rational(-5, 2))),
     (r"2\frac{x}{3}", ("scalar", None, 2 * x / 3)), (r"0.1\overline{6}", ("scalar", None, sympy.Rational(1, 6))),
-    (r"\binom{10}{3}", ("scalar", None, 120)), ("(1+i)^2", ("scalar", None, (1 + sympy.I) ** 2)), ("1011_2", ("scalar", None, sympy.Symbol("1011_2"))),
-    ("xy", ("scalar", None, x * y)), (r"\mathbb{R} \setminus \{3\}", ("minus", ("interval", -sympy.oo, sympy.oo, False, False),
+    (r"\binom{10}{3}", ("scalar", None, 120)), ("(1+i)^2", ("scalar", None, (1 + sympy.I) ** 2)),
+    ("1011_2", ("scalar", None, sympy.Symbol("1011_2"))),
+    ("xy", ("scalar", None, x * y)), ("2|x-1|", ("scalar", None, 2 * sympy.Abs(x - 1))),
+    ("|x||y|", ("scalar", None, sympy.Abs(x) * sympy.Abs(y))),
+    (r"0\frac{1}{2}", ("scalar", None, sympy.Rational(1, 2))),
+    ("f(x, y) = x + y", ("scalar", None, x + y)), (r"x = \sqrt{10} \approx 3.162", ("scalar", x, sympy.sqrt(10))),
+    (r"\binom{0}{0}", ("scalar", None, 1)), ("a_{1+2+3}", ("scalar", None, sympy.Symbol("a_1+2+3"))),
+    (r"2\mathrm{e}", ("scalar", None, 2 * sympy.E)),
+    ("(1,2),(3,4)", ("set", (("tuple", (1, 2)), ("tuple", (3, 4))))),
+    (r"\mathbb{R} \setminus \{3\}", ("minus", ("interval", -sympy.oo, sympy.oo, False, False),
                                                                        ("set", (("scalar", None, 3),)))),
 ]
 
@@ -217,12 +231,23 @@ def test_marks_and_what_they_equal():
     "2x = 10", "2x + 3 = 13", "x = y = (1, 2)", "5 < (1, 2)", "x < y = 3", r"\frac{1}{\infty}", r"\infty - \infty",
     r"\sin(\infty)", r"\log 0", r"\tan\frac{\pi}{2}", r"\log_1 5", r"\exp(\exp(x))", r"\exp(2^{64})", "x^{x^{x}}",
     "e^{e^{e^{2}}}", "2^{n+512}", r"\binom{1001}{3}", r"\binom{x}{2}", r"\sqrt[13]{2}", r"\sqrt[x]{2}", "1011_37",
-    "129_2", "a_{" + "b" * 6 + "}", r"\pm 1 \pm 2", r"\{1\} \cup (2)", "3 > 2", r"\begin{pmatrix}1&2\\3\end{pmatrix}",
+    "129_2", "a_{1+2+3+4}", r"\log_0 5", "(1, 2}", r"\{1, 2)",
+    r"\begin{pmatrix}" + r"\\".join("1" * 11) + r"\end{pmatrix}", r"\pm 1 \pm 2", r"\{1\} \cup (2)", "3 > 2",
+    r"\begin{pmatrix}1&2\\3\end{pmatrix}",
     r"\begin{pmatrix}" + "&".join("1" * 11) + r"\end{pmatrix}", "[1, 2)(", "5!", "x!",
 ])
 def test_refused_forms(answer):
     with pytest.raises(verify.Rejected):
         verify.parse_answer(answer)
+
+
+def test_reader_details():
+    assert verify.Parser("1,000").expr().expr == 1000  # thousands by default
+    assert latex.tokenize("abc") == ["a", "b", "c"] and latex.is_list("(1,2),(3,4)")
+    with pytest.raises(verify.Rejected):
+        latex.tokenize("abcd")  # a word: read as text (`Evelyn`) or not at all
+    assert latex.text_key("a" * 400) == "a" * 400 and latex.text_key("a" * 401) is None
+    assert accepted(r"\begin{pmatrix}" + r"\\".join("1" * 10) + r"\end{pmatrix}")
 
 
 def test_growth_limits_sit_where_documented():
@@ -240,7 +265,8 @@ def test_solution_sets():
     pieces = lambda text: verify.pieces(verify.parse_answer(text).structure)
     oo = sympy.oo
     assert pieces("-1 < x <= 2") == [(-1, 2, False, True)] and pieces("x >= 5") == [(5, oo, True, False)]
-    assert pieces("5 > x") == [(-oo, 5, False, False)] and pieces(r"x \neq 3") == [(-oo, 3, False, False), (3, oo, False, False)]
+    assert pieces("5 > x") == [(-oo, 5, False, False)]
+    assert pieces(r"x \neq 3") == [(-oo, 3, False, False), (3, oo, False, False)]
     assert pieces("-x > -1") is None and pieces("1 < x > 3") is None  # not solved; a bound given twice
     assert pieces(r"\{-1\} \cup [0, 7)") == [(-1, -1, True, True), (0, 7, True, False)]
     assert pieces(r"[0, 2] \setminus \{0, 1\}") == [(0, 1, False, False), (1, 2, False, True)]
@@ -423,7 +449,8 @@ def test_worker_imports_no_trainer():
 @pytest.mark.parametrize("block,answer", [
     ("5", "5"), (r" \boxed{x = 7}. ", "x = 7"), (r"The answer is \boxed{\frac{1}{2}} cm", r"\frac{1}{2}"),
     (r"\boxed{5} \boxed{6}", None), (r"\boxed{5", None), (r"\boxed{}", None), (r"\boxed{\boxed{5}}", None),
-    (r"So $2x = 10$, hence $x = 5$.", "x = 5"), (r"$x = 3$ and $x = 4$", "x = 3, x = 4"), (r"$3$ or $4$", "3, 4"), (r"\(3\), \(4\)", "3, 4"),
+    (r"So $2x = 10$, hence $x = 5$.", "x = 5"), (r"$x = 3$ and $x = 4$", "x = 3, x = 4"),
+    (r"$3$ or $4$", "3, 4"), (r"\(3\), \(4\)", "3, 4"),
     (r"$3$, so $4$", "4"), (r"\[ \frac{7}{2} \]", r"\frac{7}{2}"), (r"$$5$$", "5"), (r"It costs \$5, i.e. $5$", "5"),
     ("The answer is 42.", "42"), ("answer: 3.5 meters", "3.5 meters"), ("   ", None),
     ("x" * 5000 + " then $7$", "7"),  # the searches look at the block's end only
@@ -434,7 +461,8 @@ def test_answer_in_block(block, answer):
 
 @pytest.mark.parametrize("text,answer", [
     (r"Step 1 gives \boxed{3}. Finally \boxed{5}.", "5"), (r"\boxed{3} or \boxed{4}", "3, 4"),
-    ("Natalia sold 48 clips.\n#### 72", "72"), ("#### 1,000", "1,000"), ("So the answer is $\\frac{3}{4}$.", r"\frac{3}{4}"),
+    ("Natalia sold 48 clips.\n#### 72", "72"), ("#### 1,000", "1,000"),
+    ("So the answer is $\\frac{3}{4}$.", r"\frac{3}{4}"),
     ("The final answer is 18. I hope it is correct.", "18"), ("Answer: (C)", "(C)"), ("No answer here: just 5", None),
 ])
 def test_find_final_answer(text, answer):
@@ -482,7 +510,8 @@ def test_cli_prints_verdicts_and_summary(tmp_path):
         ["6", "unreadable gold"], ["7", "yes"], ["8", "no"]]
     assert lines[8].startswith("3/8 equivalent (37.5%)")
     assert lines[9].startswith(f"{path}:5: reject") and lines[10].startswith(f"{path}:6: unreadable gold")
-    assert lines[11] == "agreement with 'expected': 2/3 (66.7%)" and lines[12].startswith(f"{path}:8: no, expected True")
+    assert lines[11] == "agreement with 'expected': 2/3 (66.7%)"
+    assert lines[12].startswith(f"{path}:8: no, expected True")
     for bad, where in [('{"gold": "5"}\n', ":1:"), ('{"gold": "5", "pred": "5"}\n[1, 2]\n', ":2:"),
                        ('\n{"gold": "5", "pred": 5}\n{"gold": 5, "pred"\n', ":3:")]:
         path.write_text(bad, encoding="utf-8")  # neither pred nor completion; not an object; not JSON
