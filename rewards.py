@@ -16,8 +16,9 @@ opening the tag is part of what R1-Zero learns. A completion (the text generated
 prompt, end-of-text removed) earns the format reward only if the whole string is
 `<think>reasoning</think><answer>answer</answer>`, both non-empty, with optional whitespace
 before, between and after the blocks: each tag exactly once, nothing nested, repeated or
-trailing. The answer is the single <answer> block's content (a lone \\boxed{} inside it wins);
-accuracy needs that block but not the rest of the format, so the two signals stay separate.
+trailing. The answer is read from the single <answer> block: a lone \\boxed{} inside it wins,
+else its last math span ($...$), else the whole block; accuracy needs that block but not the
+rest of the format, so the two signals stay separate.
 
 Hacking the rewards. Two answer blocks or two \\boxed{} are a hedge and earn no accuracy; verify.py
 treats the answer itself as an adversary's (its docstring has the threat model). Language
@@ -36,12 +37,11 @@ import unicodedata
 from dataclasses import dataclass, fields
 
 import data
-from verify import DEADLINE_S, verdict
+from verify import DEADLINE_S, answer_in_block, verdict
 
 # ----------------------------------------------------------------------------- format and answer
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _FORMAT_RE = re.compile(r"\s*<think>(.*)</think>\s*<answer>(.*)</answer>\s*", re.S)
-_BOXED_RE = re.compile(r"\\boxed\{(.*)\}", re.S)
 
 
 def format_reward(completion: str) -> float:
@@ -53,15 +53,13 @@ def format_reward(completion: str) -> float:
 
 
 def extract_answer(completion: str) -> str | None:
-    """The content of the single <answer> block, a lone \\boxed{} inside it winning; else None."""
+    """The answer in the single <answer> block, else None: its lone \\boxed{} if it has one (two
+    are a hedge: None), else its last math span ($...$, \\(...\\), \\[...\\]; several joined by
+    "or" or commas are one list), else the whole block (verify.answer_in_block)."""
     if completion.count("<answer>") != 1 or completion.count("</answer>") != 1:
         return None  # several blocks are a hedge; none is no answer
     start, end = completion.index("<answer>") + len("<answer>"), completion.index("</answer>")
-    text = completion[start:end].strip() if start <= end else ""
-    if "\\boxed" in text:  # two boxes are two answers; the greedy match keeps nested braces
-        match = _BOXED_RE.search(text)
-        text = match.group(1).strip() if match and text.count("\\boxed") == 1 else ""
-    return text or None
+    return answer_in_block(completion[start:end]) if start <= end else None
 
 
 def accuracy_reward(completion: str, answer: str, deadline_s: float = DEADLINE_S) -> float:

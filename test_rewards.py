@@ -33,6 +33,18 @@ def test_accuracy_in_both_languages(verify_worker):
     assert accuracy_reward("<think>no answer block</think>", "7") == 0.0
 
 
+@pytest.mark.parametrize("block,gold,reward", [
+    (r"The final answer is $\boxed{\frac{1}{2}}$.", "1/2", 1.0), (r"So $x = 5$.", "x = 5", 1.0),
+    (r"Since $2x = 10$, we get $x = 5$", "5", 1.0), (r"$5$ or $6$", "5", 0.0), (r"$5$, $6$", "6", 0.0),
+    (r"$x = 3$ or $x = 4$", "x = 3, x = 4", 1.0), ("The answer is 1,080.", "1080", 1.0),
+    (r"\boxed{28\%}", r"28\%", 1.0), ("0.28", r"28\%", 0.0), (r"\(\left[0, 1\right)\)", "[0,1)", 1.0),
+    (r"\[ [0, 1] \]", "[0,1)", 0.0), (r"\boxed{\text{(C)}}", "C", 1.0), (r"\textbf{(C)}\ 12", "C", 1.0),
+])
+def test_accuracy_reads_the_public_sets_forms(verify_worker, block, gold, reward):
+    """R1 §2.2.2's rule on the answer block: a lone box, else the last math span, else the block."""
+    assert accuracy_reward(wrap(block), gold) == reward
+
+
 @pytest.mark.parametrize("answer", ["__import__('os').system('ls')", "9^9^9^9", "1" * 100_000,
                                     "nan", "５", "5 or 6", "5</answer><answer>5"])
 def test_adversarial_answer_scores_zero_fast(verify_worker, answer):
