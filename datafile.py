@@ -13,7 +13,7 @@ Problems (FILE.jsonl, UTF-8): one JSON object per line; blank lines are skipped.
   answer    the gold answer: a string the verifier reads (42, 3.5, \\frac{3}{4}, x = 5,
             x^2 + x - 6) or a JSON number. A GSM8K answer "...#### 1,200" means the text after
             the last "####" with its thousands commas removed (1200); the worked solution before
-            it is ignored. Elsewhere write 1200: a comma separates the items of a tuple.
+            it is ignored. Elsewhere the verifier reads 1,200 as 1200 too (latex.py's rule).
   lang      optional: "en" or "zh"; by default "zh" if the prompt holds a Han character, else "en".
   kind      optional: a label for per-kind accuracy (letters, digits, _ and -, up to 32); default
             "file". Not a general task's kind (data.GENERAL_KINDS): those are checked by other rules.

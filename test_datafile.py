@@ -94,7 +94,7 @@ BAD_LINES = {  # name: (the bad line, a phrase of the reason)
     "kind with a space": ('{"prompt": "2 + 2?", "answer": 4, "kind": "my kind"}', '"kind" must be'),
     "kind too long": ('{"prompt": "2 + 2?", "answer": 4, "kind": "' + "k" * 33 + '"}', '"kind" must be'),
     "kind a number": ('{"prompt": "2 + 2?", "answer": 4, "kind": 3}', '"kind" must be'),
-    "unreadable answer": ('{"prompt": "Cost?", "answer": "18 dollars"}', "does not parse"),
+    "unreadable answer": ('{"prompt": "Cost?", "answer": "18 +* 2"}', "does not parse"),
     "unreadable gsm8k": ('{"question": "Cost?", "answer": "So 9.\\n#### about 9"}', "does not parse"),
     "empty gsm8k": ('{"question": "Cost?", "answer": "It is 9.\\n#### "}', 'empty "answer"'),
     "templated prompt": ('{"prompt": "User: 2 + 2?\\nAssistant:", "answer": 4}', "bare question"),
@@ -303,7 +303,7 @@ def test_command_summary():
     assert r.returncode == 0 and "20 documents" in r.stdout, r.stderr
 
 
-@pytest.mark.parametrize("lines, name, where", [([GOOD, '{"prompt": "x", "answer": "1 dollar"}'], "p.jsonl", ":2: "),
+@pytest.mark.parametrize("lines, name, where", [([GOOD, '{"prompt": "x", "answer": "1 +* 2"}'], "p.jsonl", ":2: "),
                                                 (["", ""], "c.txt", ":0: "),
                                                 (numbered(3), "p.jsonl", ":0: ")])
 def test_command_exits_2_with_one_line(tmp_path, lines, name, where):
