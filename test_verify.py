@@ -64,16 +64,6 @@ NOT_EQUIVALENT = [
 ]
 
 
-@pytest.mark.parametrize("pred,gold", EQUIVALENT)
-def test_equivalent(verify_worker, pred, gold):
-    assert is_equivalent(pred, gold)
-
-
-@pytest.mark.parametrize("pred,gold", NOT_EQUIVALENT)
-def test_not_equivalent(verify_worker, pred, gold):
-    assert not is_equivalent(pred, gold)
-
-
 # ----------------------------------------------------------------------------- the public math sets' forms
 # tests_data/real_forms.jsonl: gold/pred pairs written by hand in the conventions of GSM8K, MATH,
 # MATH-500 and NuminaMath (units, separators, LaTeX, intervals, relations, matrices, text, choices),
@@ -123,19 +113,19 @@ NEAR_MISSES = [  # (prediction, gold) that must stay unequal
 ]
 
 
-@pytest.mark.parametrize("gold", ISSUE_GOLDS)
-def test_issue_golds_parse(gold):
-    validate_gold(gold)
-
-
-@pytest.mark.parametrize("pred,gold", ISSUE_EQUIVALENT)
-def test_issue_right_answers(verify_worker, pred, gold):
+@pytest.mark.parametrize("pred,gold", EQUIVALENT + ISSUE_EQUIVALENT)
+def test_equivalent(verify_worker, pred, gold):
     assert is_equivalent(pred, gold)
 
 
-@pytest.mark.parametrize("pred,gold", NEAR_MISSES)
-def test_near_misses_stay_unequal(verify_worker, pred, gold):
+@pytest.mark.parametrize("pred,gold", NOT_EQUIVALENT + NEAR_MISSES)
+def test_not_equivalent(verify_worker, pred, gold):
     assert not is_equivalent(pred, gold)
+
+
+@pytest.mark.parametrize("gold", ISSUE_GOLDS)
+def test_issue_golds_parse(gold):
+    validate_gold(gold)
 
 
 def test_thousands_separator_rule():
