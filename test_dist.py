@@ -199,6 +199,43 @@ def test_one_bad_step_is_skipped_and_the_run_goes_on(monkeypatch):
     assert [r["skipped"] for r in rows] == [0, 1, 0, 0]
 
 
+def test_an_sft_step_is_the_token_mean_over_its_micro_batches(monkeypatch):
+    """grad_accum 2 over examples of different lengths: the step's gradient is that of one
+    mean over every target token of the step, not a mean of the micro-batches' means."""
+    examples = [([1, 2, 3], [4, 5, 6, 7, 8, 9, 10]), ([1, 2], [4, 0]), ([5, 6, 7], [8, 9, 0, 3]), ([2], [0, 1])]
+    tc = config.TrainConfig(batch_size=2, grad_accum=2, log_every=1, ckpt_every=100)  # (a skipped step: 1 of 5)
+    batch_at, _ = train.example_batches(examples, 2, 2, 0, 99, "cpu")
+    dense = lambda: torch.manual_seed(0) and GPT(dataclasses.replace(CFG, n_routed_experts=0))  # no per-batch aux loss
+    model, grads = dense(), {}
+
+    def capture(m, opt, clip):
+        grads.update({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+        return 0.0, False
+    monkeypatch.setattr(dist, "clip_and_step", capture)
+    train.train_sft(model, torch.optim.SGD(model.parameters(), lr=0.0), batch_at, 1, lambda s: 0.0,
+                    tc, fake_run(), contextlib.nullcontext(),
+                    save=lambda s: None)
+    (x1, y1), (x2, y2) = batch_at(0, 0), batch_at(0, 1)
+    L = max(x1.shape[1], x2.shape[1])
+    pad = lambda t, v: torch.nn.functional.pad(t, (0, L - t.shape[1]), value=v)
+    reference = dense()
+    reference(torch.cat([pad(x1, 99), pad(x2, 99)]), torch.cat([pad(y1, -1), pad(y2, -1)]))[1].backward()
+    assert (y1 >= 0).sum() != (y2 >= 0).sum() and (y1 == 0).any()  # unequal micro-batches, and a target 0
+    for n, p in reference.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_sft1_on_your_data_needs_responses(tmp_path, capsys):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(f'{{"prompt": "What is {i} + 1?", "answer": "{i + 1}"}}\n' for i in range(6)))
+    args = train.parse_args(["--data", str(path)])
+    train.read_files(args, data.DataConfig(), ["pretrain", "zero"])  # RL needs no responses
+    assert len(args.own.train) + len(args.own.heldout) == 6
+    with pytest.raises(SystemExit) as e:
+        train.read_files(args, data.DataConfig(), ["pretrain", "sft1"])
+    assert e.value.code == 2 and "sft1 needs worked responses" in capsys.readouterr().err
+
+
 def test_shares_split_evenly_and_gather_inverts_them():
     assert dist.my_share(6) == slice(0, 6) and dist.gather([1, 2]) == [1, 2]  # one process: everything
     assert dist.total(2.5) == 2.5 and dist.stop_requested() == 0
