@@ -104,12 +104,12 @@ def mean_stats(stats):
     return {**stats, **dict(zip(keys, t.tolist()))}
 
 
-def my_share(n):
-    """This rank's slice of n items: rank r gets items [r*n/N, (r+1)*n/N). n must divide."""
-    if n % world():
+def my_share(n, even=True):
+    """This rank's contiguous slice of n items: [r*n//N, (r+1)*n//N). Training batches must
+    split evenly (DDP averages equal shares); evaluation and sampling need not (even=False)."""
+    if even and n % world():
         raise ValueError(f"{n} items cannot be split evenly over {world()} processes")
-    k = n // world()
-    return slice(rank() * k, (rank() + 1) * k)
+    return slice(rank() * n // world(), (rank() + 1) * n // world())
 
 
 def gather(items):

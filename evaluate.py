@@ -43,8 +43,8 @@ def respond(model, enc, problems, max_new_tokens, prefix="", batch=100):
     all). Returns the texts (prefix included) and their token counts. Under data parallel each
     rank answers a contiguous share and every rank gets all the answers, in order."""
     prefixes = prefix if isinstance(prefix, list) else [prefix] * len(problems)
-    n, r, N = len(problems), dist.rank(), dist.world()
-    problems, prefixes = problems[r * n // N:(r + 1) * n // N], prefixes[r * n // N:(r + 1) * n // N]
+    mine = dist.my_share(len(problems), even=False)
+    problems, prefixes = problems[mine], prefixes[mine]
     was_training = model.training
     model.eval()
     texts, ntoks = [], []

@@ -349,12 +349,11 @@ def rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run):
                     else random.Random(data_cfg.seed + 13).choices(args.own.train, k=sft_cfg.rs_prompts))
         print(f"rejection sampling: {sft_cfg.rs_prompts} prompts x {sft_cfg.rs_samples} samples from rl1 "
               f"(rl1 saw {rl_cfg.rl1_steps * rl_cfg.prompts_per_step} prompts)")
-        n, r, N = len(problems), dist.rank(), dist.world()
         with autocast:  # each rank samples its share of the prompts
-            kept, stats = grpo.rejection_sample(teacher, enc, problems[r * n // N:(r + 1) * n // N], sft_cfg.rs_samples,
-                                                rl_cfg.max_new_tokens, sft_cfg.rs_temperature,
+            kept, stats = grpo.rejection_sample(teacher, enc, problems[dist.my_share(len(problems), even=False)],
+                                                sft_cfg.rs_samples, rl_cfg.max_new_tokens, sft_cfg.rs_temperature,
                                                 reward_fn(STAGES["rl1"], rl_cfg),
-                                                torch.Generator().manual_seed(data_cfg.seed + 13 + r))
+                                                torch.Generator().manual_seed(data_cfg.seed + 13 + dist.rank()))
         kept = dist.gather([(p.prompt, text) for p, text in kept])
         parts = dist.gather([stats])
         stats = {k: sum(p[k] for p in parts) for k in ("prompts", "drawn", "kept")}
