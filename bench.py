@@ -5,17 +5,22 @@ Speed and memory benchmarks, printed as a table and written to bench.json.
     python bench.py model moe       # only these groups
 
 bench.json is a flat {"group.figure": value} map so figures can be compared across commits.
-Groups: model (training and sampling tokens/s), moe (MoE layer vs dense and vs a loop),
-fp8 (loss gap of each recipe against full precision after a full cpu-preset pretrain: six runs,
-about 1.5 hours on 2 cores, reused once done; CPU step time), rewards (verdicts/s and
-p99 latency), grpo (one GRPO step split into its phases), ddp (training tokens/s in 1 and 2
-processes over gloo, the cores shared out). All at the cpu preset's shapes on the
-machine it runs on; the CPU may be shared, so treat small differences as noise.
+Speeds come with their fraction of this machine's matmul peak, measured in the same run
+(peak.fp32_gflops: an fp32 1024^3 matmul) from FLOPs per token counted from the config
+(forward_flops): *_peak_frac is the figure to push, since absolute speed moves with the machine.
+Groups: model (training tokens/s in fp32 and, for comparison, in bf16 autocast; sampling
+tokens/s), moe (MoE layer vs dense and vs a loop), fp8 (loss gap of each recipe against full
+precision after a full cpu-preset pretrain: six runs, about 1.5 hours on 2 cores, reused once
+done; CPU step time), rewards (verdicts/s and p99 latency), grpo (one GRPO step split into its
+phases), ddp (training tokens/s in 1 and 2 processes over gloo, the cores shared out). All at
+the cpu preset's shapes on the machine it runs on; the CPU may be shared, so treat small
+differences as noise.
 gpu (CUDA only; without it one line says so and nothing is written): the gpu preset's shapes
 on one GPU in bf16 autocast, as train.py runs them: training tokens/s and MFU, sampling
 tokens/s, a large linear layer in bf16 and in each FP8 recipe, the MoE layer's dispatches.
 """
 import contextlib
+import functools
 import json
 import os
 import random
@@ -72,7 +77,25 @@ def timed(fn, reps=3, warmup=1, sync=None):
 
 # ----------------------------------------------------------------------------------------------
 
+@functools.cache
+def gemm_peak(dtype=torch.float32, n=1024):
+    """This machine's matmul peak in FLOP/s: the median of n^3 matmuls in `dtype`, measured in
+    this run (the figure every *_peak_frac divides by; the data sheet's would flatter us)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n ** 3 / timed(lambda: a @ b, reps=9, warmup=2)
+
+
+def forward_flops(model, ctx):
+    """FLOPs of one token's forward pass, from the config (PaLM app. B): 2 per active parameter
+    (routed experts K of E times, the tied embedding once as the output head) plus 4 L C ctx for
+    attention's scores and weighted values over ctx positions. Training costs 3x (backward: 2x)."""
+    c = model.cfg
+    return 2 * model.n_params(active=True) + 4 * c.n_layer * c.n_embd * ctx
+
+
 def bench_model():
+    """Training tokens/s of the cpu preset (fp32, as train.py runs on a CPU; bf16 autocast for
+    comparison) and sampling tokens/s, each with its fraction of the measured matmul peak."""
     cfgs, enc, corpus = cpu_preset_configs()
     torch.manual_seed(0)
     mc, tc = cfgs["model"], cfgs["train"]
@@ -81,22 +104,28 @@ def bench_model():
     ids = torch.tensor(data.encode_docs(enc, corpus[:3000]))
     x = torch.stack([ids[i * mc.block_size:(i + 1) * mc.block_size] for i in range(tc.batch_size)])
 
-    def train_step():
-        _, loss = model(x, x.roll(-1, 1))
+    def train_step(amp=contextlib.nullcontext):
+        with amp():
+            _, loss = model(x, x.roll(-1, 1))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    t_train = timed(train_step)
+    res = {"model.train_tok_s": x.numel() / timed(train_step)}
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    res["model.train_tok_s_bf16"] = x.numel() / timed(lambda: train_step(bf16))
+    per_tok = 3 * forward_flops(model, mc.block_size)
+    res["model.train_peak_frac"] = res["model.train_tok_s"] * per_tok / gemm_peak()
+    res["model.train_peak_frac_bf16"] = res["model.train_tok_s_bf16"] * per_tok / gemm_peak(torch.bfloat16)
 
     problems = data.heldout_problems(cfgs["data"])[:16]
     prompts = [enc.encode_ordinary(p.prompt) for p in problems]
     model.eval()
-    res = {"model.train_tok_s": tc.batch_size * mc.block_size / t_train}
     for name, cache in (("sample_tok_s", True), ("sample_tok_s_nocache", False)):
         n = []
         t = timed(lambda: n.append(sum(map(len, model.generate(prompts, 96, -1 % mc.vocab_size, temperature=1.0,
                                                                   use_cache=cache)))), reps=1)
         res[f"model.{name}"] = n[-1] / t
+    res["peak.fp32_gflops"], res["peak.bf16_gflops"] = gemm_peak() / 1e9, gemm_peak(torch.bfloat16) / 1e9
     return res
 
 
@@ -368,6 +397,17 @@ def bench_grpo():
     res = {"grpo.step_s": st["step_s"], "grpo.generate_frac": st["t_generate"] / st["step_s"],
            "grpo.score_frac": st["t_score"] / st["step_s"], "grpo.logprob_frac": st["t_logprobs"] / st["step_s"],
            "grpo.update_frac": st["t_update"] / st["step_s"], "grpo.sample_tok_s": st["sample_tok_s"]}
+    # Work per step, from the config: sampling (prefill, then each new token over its context),
+    # then a forward per scoring pass (reference; old policy when mu > 1) and forward + backward
+    # (3x) over every prompt + completion token.
+    B, P, R = len(problems) * rc.group_size, statistics.mean(len(enc.encode_ordinary(p.prompt)) for p in problems), \
+        st["response_tokens"]
+    f = lambda ctx: forward_flops(model, ctx)
+    passes = 3 + (rc.beta > 0) + (rc.mu > 1 or rc.n_minibatches > 1)
+    sample_flops = B * (P * f(P / 2) + R * f(P + R / 2))
+    step_flops = sample_flops + passes * B * (P + R) * f((P + R) / 2)
+    res["grpo.sample_peak_frac"] = B * R * f(P + R / 2) / st["t_generate"] / gemm_peak()
+    res["grpo.step_peak_frac"] = step_flops / st["step_s"] / gemm_peak()
     model.eval()  # the same rollout without the KV cache: the cost the cache saves
     prompts = [enc.encode_ordinary(p.prompt) for p in problems for _ in range(rc.group_size)]
     t0 = time.perf_counter()
@@ -430,10 +470,8 @@ def gpu_unavailable():
 def bench_gpu(reps=5):
     """gpu.matmul_tflops: a bf16 8192^3 matmul, the measured peak that MFU divides by (not the
     data sheet's). gpu.train_tok_s: gpu-preset training steps (forward, backward, clip, AdamW)
-    on random tokens of a 1024-word vocabulary; gpu.mfu = train_tok_s * (6 N + 12 L C T) / peak,
-    N the active parameters (routed experts counted K of E times; the tied embedding once, as
-    the output head's matmul), 12 L C T the attention scores and values (PaLM, app. B; causal
-    masking's half not subtracted). gpu.sample_tok_s: generate() with the KV cache, 64 prompts
+    on random tokens of a 1024-word vocabulary; gpu.mfu = train_tok_s * 3 forward_flops / peak
+    (6 N + 12 L C T: causal masking's half not subtracted). gpu.sample_tok_s: generate() with the KV cache, 64 prompts
     of 32 random tokens, 256 new tokens each at temperature 1 (no end-of-text: every row runs).
     A linear layer of 8192 tokens x 4096 in x 4096 out, forward + backward in bf16 and in each
     FP8 recipe (quantization included): gpu.linear_ms_*, gpu.fp8_speedup_<recipe> = bf16 ms /
@@ -462,7 +500,7 @@ def bench_gpu(reps=5):
         loss.backward()
         dist.clip_and_step(model, opt, tc.grad_clip)
     tok_s = x.numel() / timed(train_step, reps, 3, sync)
-    flops_per_tok = 6 * model.n_params(active=True) + 12 * mc.n_layer * mc.n_embd * mc.block_size
+    flops_per_tok = 3 * forward_flops(model, mc.block_size)  # 6 N + 12 L C T
     res.update({"gpu.train_tok_s": tok_s, "gpu.mfu": tok_s * flops_per_tok / peak})
 
     model.eval()

@@ -55,6 +55,13 @@ advantage, so the R1 pipeline's rl1 and rl2 run without the division (train.py's
 has the measurement). DAPO's overlong filtering (mask truncated completions) is
 `completion_mask(..., mask_truncated=True)`, which `pack` applies.
 
+Where the time goes (bench.py grpo). A step samples, scores and updates, and each part is
+cut to the tokens that matter, without changing a value: generation drops finished rows from
+the decode batch (model.generate); scoring sorts rows by length into micro-batches trimmed to
+their own longest row (causal attention: a row's log-probs never see the columns after it), and
+runs the output head and one log-softmax (log-probs and entropy together) on completion
+positions only, not on prompts and padding; with mu = 1 the old policy's forward is skipped.
+
 Where this code deliberately differs from the paper:
 - R1 eq. 1 writes the ratio per whole output; we use per-token ratios and clipping, as in
   DeepSeekMath eq. 3 and every public implementation.
@@ -91,7 +98,7 @@ class RLConfig:
     rl_warmup: int = 5            # linear warmup steps of the policy learning rate
     mu: int = 1                   # inner passes over each batch of rollouts (R1: 1)
     n_minibatches: int = 1        # optimizer steps per pass
-    micro_batch: int = 64         # sequences per forward/backward (grad accumulation)
+    micro_batch: int = 64         # sequences per forward/backward (grad accumulation; similar lengths)
     clip_eps: float = 0.2         # PPO clip (R1 §2.2.1)
     clip_eps_high: float = 0.0    # DAPO clip-higher upper bound (0 = same as clip_eps)
     beta: float = 0.01            # KL weight to the reference (R1 eq. 1); 0 skips the reference
@@ -215,18 +222,17 @@ def _aggregate(x, mask, loss_agg, max_tokens, n_seqs, n_tokens):
 # log-probs, entropy and masks
 
 
-def token_logprobs(logits, targets, temperature=1.0):
-    """log pi(target) under softmax(logits / temperature): (B, T, V), (B, T) -> (B, T).
-    Score with the temperature you sampled with, or the ratio and KL measure the wrong policy."""
+def token_logprobs(logits, targets, temperature=1.0, with_entropy=False):
+    """log pi(target) under softmax(logits / temperature): (..., V), (...) -> (...). Score with
+    the temperature you sampled with, or the ratio and KL measure the wrong policy.
+    with_entropy also returns the entropy of that distribution (no grad), from the same softmax."""
     # fp32: bf16 log-probs are too coarse for a ratio that should be exactly 1 at the first update
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)
-    return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-
-
-def token_entropy(logits, temperature=1.0):
-    """Entropy of the sampling distribution at each position: (B, T, V) -> (B, T)."""
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
+    logp_all = F.log_softmax(logits.float() / temperature, dim=-1)
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return logp
+    with torch.no_grad():
+        return logp, -(logp_all.exp() * logp_all).sum(dim=-1)
 
 
 def completion_mask(completion_ids, eos_id, mask_truncated=False):
@@ -280,11 +286,34 @@ def pack(prompts, completions, eot, device, mask_truncated=False):
     return ids.to(device), targets.to(device), mask.to(device)
 
 
-def sequence_logprobs(model, ids, targets, temperature, micro_batch):
-    """Per-token log-probs of targets (B, L-1) under model, in micro-batches, no grad."""
+def micro_batches(rows, lengths, size):
+    """Split `rows` (1-D) into micro-batches of up to `size` rows of similar length, each with the
+    longest real length among its rows: scored on ids[rows, :length], its padding columns are
+    never computed. Causal attention makes every row's log-probs independent of the columns
+    after it, so the trim changes no value."""
+    rows = rows[lengths[rows].argsort(stable=True)]
+    return [(r, int(lengths[r].max())) for r in rows.split(size)]
+
+
+def completion_logprobs(model, ids, targets, mask, temperature, with_entropy=False):
+    """Log-probs of the completion tokens (B, T-1), scored where the mask is set and 0 elsewhere,
+    from ids (B, T); with_entropy adds the sampling distribution's entropy there (no grad).
+    The output head and one log-softmax run on completion positions only (model's `select`):
+    prompt and padding positions cost no vocabulary-sized work."""
+    sel = mask > 0                                                  # (B, T-1)
+    logits, _ = model(ids[:, :-1], select=sel)                      # (N, V)
+    scored = token_logprobs(logits, targets[sel], temperature, with_entropy)
+    put = lambda x: mask.new_zeros(mask.shape).masked_scatter(sel, x)  # (N,) -> (B, T-1)
+    return tuple(map(put, scored)) if with_entropy else put(scored)
+
+
+def sequence_logprobs(model, ids, targets, mask, temperature, micro_batch, lengths):
+    """completion_logprobs (B, L-1) of every row, no grad, in length-sorted trimmed micro-batches."""
+    out = mask.new_zeros(mask.shape)
     with torch.no_grad():
-        return torch.cat([token_logprobs(model(ids[i:i + micro_batch, :-1])[0], targets[i:i + micro_batch], temperature)
-                          for i in range(0, ids.shape[0], micro_batch)])
+        for r, n in micro_batches(torch.arange(ids.shape[0]), lengths, micro_batch):
+            out[r, :n - 1] = completion_logprobs(model, ids[r, :n], targets[r, :n - 1], mask[r, :n - 1], temperature)
+    return out
 
 
 def sample_and_score(model, enc, problems, cfg, score_fn, generator):
@@ -326,11 +355,13 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
     # ---- 3. old-policy and reference log-probs, computed once per batch of rollouts
     ids, targets, mask = pack(prompts, comps, enc.eot_token, dev, cfg.mask_truncated)
     B = ids.shape[0]
+    lengths = torch.tensor([len(p) + len(c) for p, c in zip(prompts, comps)])  # (B,) real tokens per row
     # With one pass and one minibatch the policy that sampled is the policy being updated, so
     # old == current exactly and its forward pass is skipped (ratio == 1: REINFORCE with a baseline).
     single = cfg.mu == 1 and cfg.n_minibatches == 1
-    old = None if single else sequence_logprobs(policy, ids, targets, cfg.temperature, cfg.micro_batch)
-    ref = sequence_logprobs(ref_model, ids, targets, cfg.temperature, cfg.micro_batch) if cfg.beta > 0 else None
+    score = lambda m: sequence_logprobs(m, ids, targets, mask, cfg.temperature, cfg.micro_batch, lengths)
+    old = None if single else score(policy)
+    ref = score(ref_model) if cfg.beta > 0 else None
     t3 = time.time()
 
     # ---- 4. mu passes of minibatch updates on the clipped objective
@@ -341,15 +372,14 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
         for minibatch in order.chunk(cfg.n_minibatches):
             # DDP averages gradients over the N ranks, so each normalises by 1/N of the total
             n_tokens = dist.total(mask[minibatch].sum()) / dist.world()
-            micros = minibatch.split(cfg.micro_batch)
-            for j, micro in enumerate(micros):
+            micros = micro_batches(minibatch, lengths, cfg.micro_batch)
+            for j, (micro, n) in enumerate(micros):
                 with dist.no_sync(model, last=j == len(micros) - 1):
-                    logits, _ = model(ids[micro, :-1])
-                    logp = token_logprobs(logits, targets[micro], cfg.temperature)
-                    with torch.no_grad():
-                        entropy = token_entropy(logits, cfg.temperature)
-                    loss, st = grpo_loss(logp, logp.detach() if old is None else old[micro],
-                                         None if ref is None else ref[micro], adv[micro], mask[micro],
+                    m = mask[micro, :n - 1]
+                    logp, entropy = completion_logprobs(model, ids[micro, :n], targets[micro, :n - 1], m,
+                                                        cfg.temperature, with_entropy=True)
+                    loss, st = grpo_loss(logp, logp.detach() if old is None else old[micro, :n - 1],
+                                         None if ref is None else ref[micro, :n - 1], adv[micro], m,
                                          clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high or None,
                                          beta=cfg.beta, loss_agg=cfg.loss_agg, max_tokens=cfg.max_new_tokens,
                                          n_seqs=len(minibatch), n_tokens=n_tokens, entropy=entropy)

@@ -6,8 +6,9 @@ The transformer: a small DeepSeek-V3-style decoder (dense or MoE MLPs) with a KV
 Pieces: token embedding (tied with the output head), rotary position embeddings, RMSNorm,
 grouped-query causal attention through scaled_dot_product_attention, pre-norm blocks whose MLP
 is a SwiGLU or a DeepSeekMoE layer (moe.py), and `generate()`, which samples a batch of prompts
-of different lengths with a KV cache. Training and sampling run the same forward: a sampling
-step is a forward over the new tokens with the cache holding the past.
+of different lengths with a KV cache; rows that finish leave the batch. Training and sampling
+run the same forward: a sampling step is a forward over the new tokens with the cache holding
+the past.
 
 Legend: B batch, T time (new tokens), S cached + new positions, C channels, H heads,
 Hkv key/value heads, D head dim, V vocab.
@@ -131,6 +132,10 @@ class KVCache:
         self.pos += T
         return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
 
+    def keep(self, rows):
+        """Keep only these batch rows (a bool mask over B): finished rows leave the batch."""
+        self.k, self.v = self.k[rows], self.v[rows]
+
 
 class GPT(nn.Module):
     def __init__(self, cfg):
@@ -167,10 +172,12 @@ class GPT(nn.Module):
             total -= routed - routed * c.n_experts_per_tok // c.n_routed_experts
         return total
 
-    def forward(self, idx, targets=None, pos=None, mask=None, caches=None):
+    def forward(self, idx, targets=None, pos=None, mask=None, caches=None, select=None):
         """idx (B, T) -> logits (B, T, V). Training passes targets (B, T; -1 = ignore) and gets
         the mean cross-entropy plus the MoE balance losses. Sampling passes per-row positions
-        pos (B, T), an attention mask (B, 1, T, S) and the per-layer KV caches."""
+        pos (B, T), an attention mask (B, 1, T, S) and the per-layer KV caches. select (B, T)
+        bool returns the logits of those positions only, (N, V): the output head and the
+        softmax after it then skip positions nobody reads (prompts and padding in RL scoring)."""
         B, T = idx.shape
         if pos is None:
             pos = torch.arange(T, device=idx.device).expand(B, T)
@@ -178,7 +185,10 @@ class GPT(nn.Module):
         x = self.tok_emb(idx)                                        # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, None if caches is None else caches[i])
-        logits = self.lm_head(self.norm(x)).float()                  # (B, T, V)
+        x = self.norm(x)
+        if select is not None:
+            x = x[select]                                            # (N, C)
+        logits = self.lm_head(x).float()                             # (B, T, V) or (N, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -217,27 +227,35 @@ class GPT(nn.Module):
         if use_cache:
             c, d = self.cfg, self.cfg.n_embd // self.cfg.n_head
             caches = [KVCache(B, c.n_kv_head, S_max, d, dev, self.tok_emb.weight.dtype) for _ in range(c.n_layer)]
-        out = torch.empty(B, 0, dtype=torch.long, device=dev)
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        # Rows that finished stop costing compute: once an eighth of the batch is done, the
+        # batch is cut down to the live rows (`live`: their row numbers), caches included.
+        out = torch.full((B, max_new_tokens), eot, dtype=torch.long, device=dev)
+        live = torch.arange(B, device=dev)                           # (b,) rows still decoding
+        done = torch.zeros(B, dtype=torch.bool, device=dev)          # (b,) of those, finished
+        first, total = rows or (0, B)
         seq, start = idx, 0                                          # tokens to feed, their first column
-        for _ in range(max_new_tokens):
-            end = P + out.shape[1]                                   # columns 0..end-1 are known
+        for t in range(max_new_tokens):
+            end = P + t                                              # columns 0..end-1 are known
             q_cols = torch.arange(start, end, device=dev)
             causal = cols[None, :end] <= q_cols[:, None]             # (T, S)
-            mask = (causal[None] & valid[:, None, :end]).unsqueeze(1)  # (B, 1, T, S)
-            logits, _ = self(seq, pos=allpos[:, start:end], mask=mask, caches=caches)
-            first, total = rows or (0, B)
-            u = torch.rand(total, generator=generator)[first:first + B].to(dev)  # (B,) this step's noise
-            nxt = sample_token(logits[:, -1], temperature, top_k, top_p, u)  # (B,)
+            mask = (causal[None] & valid[:, None, :end]).unsqueeze(1)  # (b, 1, T, S)
+            last = torch.zeros(seq.shape, dtype=torch.bool, device=dev)
+            last[:, -1] = True                                       # only the last column is sampled
+            logits, _ = self(seq, pos=allpos[:, start:end], mask=mask, caches=caches, select=last)  # (b, V)
+            u = torch.rand(total, generator=generator)[first:first + B].to(dev)[live]  # (b,) this step's noise
+            nxt = sample_token(logits, temperature, top_k, top_p, u)  # (b,)
             nxt = torch.where(done, torch.full_like(nxt, eot), nxt)
-            out = torch.cat([out, nxt[:, None]], dim=1)
+            out[live, t] = nxt
             done |= nxt == eot
             if done.all():
                 break
-            if use_cache:
-                seq, start = nxt[:, None], end
-            else:
-                seq, start = torch.cat([idx, out], dim=1), 0
+            seq, start = (nxt[:, None], end) if use_cache else (torch.cat([idx, out[live, :t + 1]], dim=1), 0)
+            if done.sum() * 8 >= len(live):                          # drop the finished rows
+                keep = ~done
+                live, done, seq, idx = live[keep], done[keep], seq[keep], idx[keep]
+                valid, allpos = valid[keep], allpos[keep]
+                for cache in caches or ():
+                    cache.keep(keep)
         result = []
         for row in out.tolist():
             result.append(row[: row.index(eot) + 1] if eot in row else row)

@@ -127,6 +127,7 @@ def test_stage_rows_override_the_preset_and_flags_override_rows():
     cfg = lambda stage: train.build_configs(args, "cpu", train.STAGES[stage].overrides)[1]
     assert cfg("sft1")["sft"].sft_lr == 1e-3 and cfg("sft2")["sft"].sft_lr == 5e-4  # GENTLE
     assert cfg("zero")["rl"].scale_std and not cfg("rl1")["rl"].scale_std  # DENSE
+    assert cfg("rl1")["rl"].rl_lr == 1e-4 and cfg("rl2")["rl"].rl_lr == 5e-5 and not cfg("rl2")["rl"].scale_std  # POLISH
     args = train.parse_args(["--preset", "tiny", "--sft_lr", "2e-4"])
     assert cfg("sft2")["sft"].sft_lr == 2e-4
 
@@ -299,3 +300,17 @@ def test_bench_moe_runs_small():
     timing is asserted; speed is bench.py's business)."""
     r = bench._ratios((2, 16, 32, 4, 2, 1, 16), repeats=1, with_loop=True, warmup=0)
     assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("dense", "loop", "floor", "moe_ms"))
+
+
+def test_bench_flops_per_token_match_torchs_flop_counter():
+    """bench.forward_flops (what every *_peak_frac divides by) against torch's own count of the
+    matmul and attention FLOPs of a forward pass over T tokens: 2 N + 4 L C T per token."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    model = GPT(GPTConfig(vocab_size=300, block_size=64, n_layer=2, n_head=4, n_kv_head=4, n_embd=64,
+                          mlp_hidden=128))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):  # attention as matmuls torch can count
+        model(torch.zeros(2, 64, dtype=torch.long))
+    # torch counts full (non-causal) attention, as forward_flops does with ctx = T
+    assert counter.get_total_flops() / (2 * 64) == pytest.approx(bench.forward_flops(model, 64), rel=0.01)

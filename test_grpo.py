@@ -16,7 +16,7 @@ import data
 import evaluate
 import grpo
 from checkpoint import load_checkpoint
-from grpo import (LOSS_AGGS, completion_mask, group_advantages, grpo_loss, token_entropy, token_logprobs,
+from grpo import (LOSS_AGGS, completion_mask, group_advantages, grpo_loss, token_logprobs,
                   zero_variance_groups)
 from model import GPT, GPTConfig
 
@@ -209,8 +209,9 @@ def test_logprobs_and_entropy_with_temperature():
         assert lp[0, t].item() == pytest.approx(z[targets[0, t]] - lse, rel=1e-6)
         p = [math.exp(v - lse) for v in z]
         H = -sum(q * math.log(q) for q in p)
-        assert token_entropy(logits, temp)[0, t].item() == pytest.approx(H, rel=1e-6)
-    assert token_entropy(logits, 1.0)[0, 1].item() == pytest.approx(math.log(3), rel=1e-6)
+        assert token_logprobs(logits, targets, temp, with_entropy=True)[1][0, t].item() == pytest.approx(H, rel=1e-6)
+    entropy = token_logprobs(logits, targets, 1.0, with_entropy=True)[1]
+    assert entropy[0, 1].item() == pytest.approx(math.log(3), rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,10 +294,11 @@ def test_later_updates_use_the_sampling_policy_as_old(monkeypatch, world, mu, n_
     # the old log-probs equal a fresh scoring by the model as it was before the step
     prompts, comps = grpo.rollout(before, enc, problems[:2], rc, torch.Generator().manual_seed(0))
     ids, targets, mask = grpo.pack(prompts, comps, enc.eot_token, "cpu")
-    old = grpo.sequence_logprobs(before, ids, targets, rc.temperature, 64)
+    lengths = torch.tensor([len(p) + len(c) for p, c in zip(prompts, comps)])
+    old = grpo.sequence_logprobs(before, ids, targets, mask, rc.temperature, 64, lengths)
     order = torch.randperm(ids.shape[0], generator=_generator_after_rollout(before, enc, problems[:2], rc))
-    first = order.chunk(n_minibatches)[0]
-    torch.testing.assert_close(calls[0]["old"], old[first] if len(first) else old)
+    rows, n = grpo.micro_batches(order.chunk(n_minibatches)[0], lengths, rc.micro_batch)[0]
+    torch.testing.assert_close(calls[0]["old"], old[rows, :n - 1])
 
 
 def _generator_after_rollout(model, enc, problems, rc):

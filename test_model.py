@@ -90,3 +90,18 @@ def test_training_reduces_loss():
     assert losses[-1] < 0.5 * losses[0]
 
 
+
+
+def test_finished_rows_leave_the_batch_and_the_others_go_on_as_alone():
+    """generate drops finished rows from the decode batch (and their caches): every row still
+    samples what it samples alone, cached or not."""
+    model = tiny_gpt()
+    with torch.no_grad():
+        model.lm_head.weight[96] += 1.0  # (tied) eot likely enough that rows stop at different steps
+    prompts = [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10], [11], [12, 13], [14, 15, 16], [17]] * 2
+    seed = lambda: torch.Generator().manual_seed(5)
+    whole = model.generate(prompts, 24, eot=96, temperature=1.0, generator=seed())
+    assert len({len(w) for w in whole}) >= 4 and sum(w[-1] == 96 for w in whole) >= 8
+    for i, p in enumerate(prompts):
+        assert model.generate([p], 24, eot=96, temperature=1.0, generator=seed(), rows=(i, len(prompts))) == [whole[i]]
+    assert model.generate(prompts, 24, eot=96, temperature=1.0, generator=seed(), use_cache=False) == whole
