@@ -4,6 +4,7 @@ and that the model can learn.
 
     python -m pytest test_model.py -q
 """
+import pytest
 import torch
 
 from model import GPT, GPTConfig, KVCache, sample_token
@@ -105,3 +106,65 @@ def test_finished_rows_leave_the_batch_and_the_others_go_on_as_alone():
     for i, p in enumerate(prompts):
         assert model.generate([p], 24, eot=96, temperature=1.0, generator=seed(), rows=(i, len(prompts))) == [whole[i]]
     assert model.generate(prompts, 24, eot=96, temperature=1.0, generator=seed(), use_cache=False) == whole
+
+
+def test_greedy_generation_matches_the_plain_forward():
+    """generate (left padding, masks, per-row positions, KV cache, dropped rows) against the
+    plainest reference: one row at a time, the whole sequence through the causal forward, the
+    argmax of the last position, until eot."""
+    model = tiny_gpt()
+    with torch.no_grad():
+        model.lm_head.weight[96] += 0.6  # (tied) so that some rows stop early
+    prompts = [[1, 2, 3, 4, 5, 6], [7], [9, 9, 9], [20, 30], [5, 4, 3, 2]]
+    want = []
+    for p in prompts:
+        seq = list(p)
+        with torch.no_grad():
+            for _ in range(20):
+                seq.append(int(model(torch.tensor([seq]))[0][0, -1].argmax()))
+                if seq[-1] == 96:
+                    break
+        want.append(seq[len(p):])
+    assert any(w[-1] == 96 for w in want) and any(w[-1] != 96 for w in want)
+    assert model.generate(prompts, 20, eot=96, temperature=0) == want
+
+
+def test_generate_fills_the_context_exactly_and_no_further():
+    model = tiny_gpt()  # block_size 64
+    assert len(model.generate([[1] * 54], 10, eot=96, temperature=0)[0]) <= 10
+    with pytest.raises(ValueError, match="block_size"):
+        model.generate([[1] * 55], 10, eot=96, temperature=0)
+
+
+def test_loss_is_cross_entropy_plus_the_balance_losses():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=2, n_kv_head=1, n_embd=16, mlp_hidden=32,
+                    n_routed_experts=4, moe_hidden=8, n_dense_layers=1, seq_aux_alpha=0.5)
+    model = GPT(cfg).train()
+    x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    y[0, :5] = -1  # ignored targets
+    logits, loss = model(x, y)
+    aux = sum(m.aux_loss for m in model.modules() if hasattr(m, "aux_loss"))
+    assert aux > 0
+    ce = torch.nn.functional.cross_entropy(logits.view(-1, 97), y.view(-1), ignore_index=-1)
+    torch.testing.assert_close(loss, ce + aux)
+
+
+def test_a_block_is_two_pre_norm_residual_updates():
+    """RMSNorm against its formula (a non-trivial gain), and a block as x + attn(norm x), then
+    + mlp(norm of that)."""
+    from model import Block, RMSNorm, rope_tables
+    torch.manual_seed(0)
+    norm = RMSNorm(4, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.0, 2.0, 0.5, -1.0]))
+    x = torch.tensor([[3.0, -4.0, 1.0, 2.0]])
+    want = x / (x.pow(2).mean() + 1e-5).sqrt() * norm.weight
+    torch.testing.assert_close(norm(x), want.detach())
+    cfg = GPTConfig(vocab_size=97, block_size=16, n_layer=1, n_head=2, n_kv_head=1, n_embd=8, mlp_hidden=16)
+    block = Block(cfg, 0)
+    x = torch.randn(2, 5, 8)
+    cos, sin = (t[None, None] for t in rope_tables(cfg, 5, "cpu"))
+    with torch.no_grad():
+        h = x + block.attn(block.attn_norm(x), cos, sin, None, None)
+        torch.testing.assert_close(block(x, cos, sin, None, None), h + block.mlp(block.mlp_norm(h)))
