@@ -378,9 +378,10 @@ def bench_rewards(n=1000, seed=0) -> dict:
             "rewards.batch_s": round(batch_s, 3)}
 
 
-def bench_grpo():
-    """One GRPO step at the cpu preset on the base model (out/pretrain if present, else a fresh
-    model: the split then reflects untrained lengths), split into its phases."""
+def bench_grpo(steps=6):
+    """GRPO steps at the cpu preset from the base model (out/pretrain if present, else a fresh
+    model: the split then reflects untrained lengths), split into their phases: the median of
+    steps 2..steps, each on its own 16 prompts (one step is too noisy on a shared CPU)."""
     cfgs, enc, _ = cpu_preset_configs()
     path = os.path.join(ROOT, "out", "pretrain", "ckpt.pt")
     model = GPT(cfgs["model"])
@@ -391,9 +392,13 @@ def bench_grpo():
     rc = cfgs["rl"]
     ref = grpo.make_reference(model)
     opt = train.make_optimizer(model, rc.rl_lr, cfgs["train"], "cpu")
-    problems = data.rl_problems(cfgs["data"], rc.prompts_per_step, seed=0)
     score = lambda texts, ps: rewards.score_batch(texts, [p.answer for p in ps], [p.lang for p in ps])
-    st = [grpo.grpo_step(model, ref, opt, enc, problems, rc, score, torch.Generator().manual_seed(i)) for i in range(2)][-1]
+    runs = []
+    for i in range(steps):
+        problems = data.rl_problems(cfgs["data"], rc.prompts_per_step, seed=i)
+        runs.append(grpo.grpo_step(model, ref, opt, enc, problems, rc, score, torch.Generator().manual_seed(i)))
+    st = {k: statistics.median(r[k] for r in runs[1:]) for k in ("step_s", "t_generate", "t_score", "t_logprobs",
+                                                                 "t_update", "sample_tok_s", "response_tokens")}
     res = {"grpo.step_s": st["step_s"], "grpo.generate_frac": st["t_generate"] / st["step_s"],
            "grpo.score_frac": st["t_score"] / st["step_s"], "grpo.logprob_frac": st["t_logprobs"] / st["step_s"],
            "grpo.update_frac": st["t_update"] / st["step_s"], "grpo.sample_tok_s": st["sample_tok_s"]}
