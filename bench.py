@@ -393,9 +393,10 @@ def bench_grpo(steps=6):
     ref = grpo.make_reference(model)
     opt = train.make_optimizer(model, rc.rl_lr, cfgs["train"], "cpu")
     score = lambda texts, ps: rewards.score_batch(texts, [p.answer for p in ps], [p.lang for p in ps])
-    runs = []
+    runs, prompt_lens = [], []
     for i in range(steps):
         problems = data.rl_problems(cfgs["data"], rc.prompts_per_step, seed=i)
+        prompt_lens += [len(enc.encode_ordinary(p.prompt)) for p in problems]
         runs.append(grpo.grpo_step(model, ref, opt, enc, problems, rc, score, torch.Generator().manual_seed(i)))
     st = {k: statistics.median(r[k] for r in runs[1:]) for k in ("step_s", "t_generate", "t_score", "t_logprobs",
                                                                  "t_update", "sample_tok_s", "response_tokens")}
@@ -405,8 +406,7 @@ def bench_grpo(steps=6):
     # Work per step, from the config: sampling (prefill, then each new token over its context),
     # then a forward per scoring pass (reference; old policy when mu > 1) and forward + backward
     # (3x) over every prompt + completion token.
-    B, P, R = len(problems) * rc.group_size, statistics.mean(len(enc.encode_ordinary(p.prompt)) for p in problems), \
-        st["response_tokens"]
+    B, P, R = rc.prompts_per_step * rc.group_size, statistics.mean(prompt_lens), st["response_tokens"]
     f = lambda ctx: forward_flops(model, ctx)
     passes = 3 + (rc.beta > 0) + (rc.mu > 1 or rc.n_minibatches > 1)
     sample_flops = B * (P * f(P / 2) + R * f(P + R / 2))
@@ -476,9 +476,9 @@ def bench_gpu(reps=5):
     """gpu.matmul_tflops: a bf16 8192^3 matmul, the measured peak that MFU divides by (not the
     data sheet's). gpu.train_tok_s: gpu-preset training steps (forward, backward, clip, AdamW)
     on random tokens of a 1024-word vocabulary; gpu.mfu = train_tok_s * 3 forward_flops / peak
-    (6 N + 12 L C T: causal masking's half not subtracted). gpu.sample_tok_s: generate() with the KV cache, 64 prompts
-    of 32 random tokens, 256 new tokens each at temperature 1 (no end-of-text: every row runs).
-    A linear layer of 8192 tokens x 4096 in x 4096 out, forward + backward in bf16 and in each
+    (6 N + 12 L C T: causal masking's half not subtracted). gpu.sample_tok_s: generate() with
+    the KV cache, 64 prompts of 32 random tokens, 256 new tokens each at temperature 1 (no
+    end-of-text: every row runs). A linear layer of 8192 tokens x 4096 in x 4096 out, forward + backward in bf16 and in each
     FP8 recipe (quantization included): gpu.linear_ms_*, gpu.fp8_speedup_<recipe> = bf16 ms /
     fp8 ms. The gpu preset's MoE layer (bench.py's moe timers): gpu.moe_ratio_vs_loop,
     gpu.moe_ratio_vs_dense, gpu.moe_gemm_floor_vs_loop (time ratios: below 1 is faster)."""

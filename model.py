@@ -247,10 +247,11 @@ class GPT(nn.Module):
             nxt = torch.where(done, torch.full_like(nxt, eot), nxt)
             out[live, t] = nxt
             done |= nxt == eot
-            if done.all():
+            n_done = int(done.sum())                                 # the step's one host read
+            if n_done == len(live):
                 break
             seq, start = (nxt[:, None], end) if use_cache else (torch.cat([idx, out[live, :t + 1]], dim=1), 0)
-            if done.sum() * 8 >= len(live):                          # drop the finished rows
+            if n_done * 8 >= len(live):                              # drop the finished rows
                 keep = ~done
                 live, done, seq, idx = live[keep], done[keep], seq[keep], idx[keep]
                 valid, allpos = valid[keep], allpos[keep]

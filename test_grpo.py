@@ -209,7 +209,8 @@ def test_logprobs_and_entropy_with_temperature():
         assert lp[0, t].item() == pytest.approx(z[targets[0, t]] - lse, rel=1e-6)
         p = [math.exp(v - lse) for v in z]
         H = -sum(q * math.log(q) for q in p)
-        assert token_logprobs(logits, targets, temp, with_entropy=True)[1][0, t].item() == pytest.approx(H, rel=1e-6)
+        entropy = token_logprobs(logits, targets, temp, with_entropy=True)[1]
+        assert entropy[0, t].item() == pytest.approx(H, rel=1e-6)
     entropy = token_logprobs(logits, targets, 1.0, with_entropy=True)[1]
     assert entropy[0, 1].item() == pytest.approx(math.log(3), rel=1e-6)
 

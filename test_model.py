@@ -91,8 +91,6 @@ def test_training_reduces_loss():
     assert losses[-1] < 0.5 * losses[0]
 
 
-
-
 def test_finished_rows_leave_the_batch_and_the_others_go_on_as_alone():
     """generate drops finished rows from the decode batch (and their caches): every row still
     samples what it samples alone, cached or not."""
