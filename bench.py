@@ -7,7 +7,7 @@ Speed and memory benchmarks, printed as a table and written to bench.json.
 bench.json is a flat {"group.figure": value} map so figures can be compared across commits.
 Speeds come with their fraction of this machine's matmul peak, measured in the same run
 (peak.fp32_gflops: an fp32 1024^3 matmul) from FLOPs per token counted from the config
-(forward_flops): *_peak_frac is the figure to push, since absolute speed moves with the machine.
+(GPT.flops_per_token): *_peak_frac is the figure to push, since absolute speed moves with the machine.
 Groups: model (training tokens/s in fp32 and, for comparison, in bf16 autocast; sampling
 tokens/s), moe (MoE layer vs dense and vs a loop), fp8 (loss gap of each recipe against full
 precision after a full cpu-preset pretrain: six runs, about 1.5 hours on 2 cores, reused once
@@ -85,14 +85,6 @@ def gemm_peak(dtype=torch.float32, n=1024):
     return 2 * n ** 3 / timed(lambda: a @ b, reps=9, warmup=2)
 
 
-def forward_flops(model, ctx):
-    """FLOPs of one token's forward pass, from the config (PaLM app. B): 2 per active parameter
-    (routed experts K of E times, the tied embedding once as the output head) plus 4 L C ctx for
-    attention's scores and weighted values over ctx positions. Training costs 3x (backward: 2x)."""
-    c = model.cfg
-    return 2 * model.n_params(active=True) + 4 * c.n_layer * c.n_embd * ctx
-
-
 def bench_model():
     """Training tokens/s of the cpu preset (fp32, as train.py runs on a CPU; bf16 autocast for
     comparison) and sampling tokens/s, each with its fraction of the measured matmul peak."""
@@ -113,7 +105,7 @@ def bench_model():
     res = {"model.train_tok_s": x.numel() / timed(train_step)}
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     res["model.train_tok_s_bf16"] = x.numel() / timed(lambda: train_step(bf16))
-    per_tok = 3 * forward_flops(model, mc.block_size)
+    per_tok = 3 * model.flops_per_token(mc.block_size)
     res["model.train_peak_frac"] = res["model.train_tok_s"] * per_tok / gemm_peak()
     res["model.train_peak_frac_bf16"] = res["model.train_tok_s_bf16"] * per_tok / gemm_peak(torch.bfloat16)
 
@@ -407,7 +399,7 @@ def bench_grpo(steps=6):
     # then a forward per scoring pass (reference; old policy when mu > 1) and forward + backward
     # (3x) over every prompt + completion token.
     B, P, R = rc.prompts_per_step * rc.group_size, statistics.mean(prompt_lens), st["response_tokens"]
-    f = lambda ctx: forward_flops(model, ctx)
+    f = model.flops_per_token
     passes = 3 + (rc.beta > 0) + (rc.mu > 1 or rc.n_minibatches > 1)
     sample_flops = B * (P * f(P / 2) + R * f(P + R / 2))
     step_flops = sample_flops + passes * B * (P + R) * f((P + R) / 2)
@@ -475,7 +467,7 @@ def gpu_unavailable():
 def bench_gpu(reps=5):
     """gpu.matmul_tflops: a bf16 8192^3 matmul, the measured peak that MFU divides by (not the
     data sheet's). gpu.train_tok_s: gpu-preset training steps (forward, backward, clip, AdamW)
-    on random tokens of a 1024-word vocabulary; gpu.mfu = train_tok_s * 3 forward_flops / peak
+    on random tokens of a 1024-word vocabulary; gpu.mfu = train_tok_s * 3 flops_per_token / peak
     (6 N + 12 L C T: causal masking's half not subtracted). gpu.sample_tok_s: generate() with
     the KV cache, 64 prompts of 32 random tokens, 256 new tokens each at temperature 1 (no
     end-of-text: every row runs). A linear layer of 8192 tokens x 4096 in x 4096 out, forward + backward in bf16 and in each
@@ -505,7 +497,7 @@ def bench_gpu(reps=5):
         loss.backward()
         dist.clip_and_step(model, opt, tc.grad_clip)
     tok_s = x.numel() / timed(train_step, reps, 3, sync)
-    flops_per_tok = 3 * forward_flops(model, mc.block_size)  # 6 N + 12 L C T
+    flops_per_tok = 3 * model.flops_per_token(mc.block_size)  # 6 N + 12 L C T
     res.update({"gpu.train_tok_s": tok_s, "gpu.mfu": tok_s * flops_per_tok / peak})
 
     model.eval()

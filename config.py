@@ -46,6 +46,7 @@ class TrainConfig:
     log_every: int = 10           # metrics.jsonl line every this many supervised steps
     eval_new_tokens: int = 128    # generation budget when evaluating on held-out problems
     train_seed: int = 1337        # init and batch order (the data seed is --seed)
+    student_width: int = 0        # the student's n_embd (student_base); 0: 3/4 of the run's (student_shape)
 
 
 @dataclass
@@ -62,6 +63,10 @@ class SFTConfig:
     rs_temperature: float = 1.0   # their sampling temperature
     n_general_sft: int = 8000     # general examples in sft2 (R1 §2.3.3; more than the reasoning samples, unlike
                                   # R1's 200k to 600k: measured 56% general accuracy with 2,400, 95% with 6,000)
+    distill_prompts: int = 2400   # distill: reasoning prompts the teacher (rl2) answers (R1 §2.4)
+    distill_general: int = 600    # distill: general prompts the teacher answers
+    distill_samples: int = 8      # distill: completions sampled per prompt (rs_temperature), filtered as sft2's
+    distill_epochs: int = 2       # distill: passes over the kept samples
 
 
 CONFIGS = {"model": GPTConfig, "data": data.DataConfig, "train": TrainConfig, "sft": SFTConfig, "rl": RLConfig}
@@ -74,7 +79,8 @@ PRESETS = {
                  warmup_iters=10, eval_every=30, ckpt_every=20, log_every=5, eval_new_tokens=48,
                  rl_steps=6, rl1_steps=4, rl2_steps=4, prompts_per_step=4, group_size=4, max_new_tokens=48,
                  n_cold_start=32, rs_prompts=16, rs_samples=2, n_general_sft=16, sft_batch_size=8, sft1_epochs=1,
-                 sft2_epochs=1),
+                 sft2_epochs=1, distill_prompts=16, distill_general=8, distill_samples=2, distill_epochs=1,
+                 student_rl_steps=4),
     "cpu": dict(n_routed_experts=8, max_iters=550, warmup_iters=50, eval_every=110, ckpt_every=110),
     "gpu": dict(n_layer=8, n_embd=512, n_head=8, n_kv_head=4, mlp_hidden=1536, block_size=512,
                 n_routed_experts=16, moe_hidden=256, n_docs=400_000, batch_size=64, max_iters=5000,
@@ -117,8 +123,9 @@ def add_config_flags(p):
             p.add_argument(f"--{f.name}", type=kind, default=None, help=f"[{group}] default {f.default}")
 
 
-def build_configs(args, device, overrides=()):
-    """Dataclass defaults <- preset <- a stage's overrides <- explicit flags."""
+def build_configs(args, device, overrides=(), student=False):
+    """Dataclass defaults <- preset <- a stage's overrides <- explicit flags; student=True then
+    shrinks the model to the student preset."""
     preset = args.preset or ("gpu" if device == "cuda" else "cpu")
     layers = [PRESETS[preset], dict(overrides)]
     cfgs = {}
@@ -129,7 +136,21 @@ def build_configs(args, device, overrides=()):
         vals.update({k: getattr(args, k) for k in vals if getattr(args, k, None) is not None
                      and (group, k) not in UNSET})
         cfgs[group] = cls(**vals)
+    if student:
+        cfgs["model"] = student_shape(cfgs["model"], cfgs["train"].student_width)
     return preset, cfgs
+
+
+def student_shape(m, width=0):
+    """The `student` preset, the small dense model of distillation (R1 §2.4 distils into dense
+    Qwen and Llama models): the run's model at half the layers and three quarters of the width
+    (or `width`), every block a dense SwiGLU with its hidden width scaled alike. At the cpu
+    preset: 2 x d=96, 0.30M parameters against the teacher's 1.78M (0.89M active). README's
+    Results hold the sweep over widths: at d=64 nothing is learned, at d=128 the student's own
+    RL beats distillation and the teacher."""
+    width = width or m.n_embd * 3 // 4
+    return dataclasses.replace(m, n_layer=max(1, m.n_layer // 2), n_routed_experts=0, n_embd=width,
+                               mlp_hidden=m.mlp_hidden * width // m.n_embd)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,13 +233,15 @@ RANGES = {
     "batch_size": COUNT, "grad_accum": COUNT, "max_iters": COUNT, "lr": POSITIVE, "min_lr_frac": FRACTION,
     "warmup_iters": SOME, "weight_decay": NONNEG, "beta2": Range(0, 1, hi_open=True), "grad_clip": NONNEG,
     "max_bad_steps": COUNT, "eval_every": COUNT, "ckpt_every": COUNT, "log_every": COUNT,
-    "eval_new_tokens": COUNT, "train_seed": ANY,
+    "eval_new_tokens": COUNT, "train_seed": ANY, "student_width": SOME,
     # sft
     "sft_lr": POSITIVE, "sft_batch_size": COUNT, "sft_warmup": SOME, "sft1_epochs": COUNT, "n_cold_start": COUNT,
     "sft2_epochs": COUNT, "rs_prompts": COUNT, "rs_samples": COUNT, "rs_temperature": POSITIVE,
-    "n_general_sft": SOME,
+    "n_general_sft": SOME, "distill_prompts": COUNT, "distill_general": SOME, "distill_samples": COUNT,
+    "distill_epochs": COUNT,
     # rl
-    "rl_steps": COUNT, "rl1_steps": COUNT, "rl2_steps": COUNT, "prompts_per_step": COUNT, "group_size": Range(2),
+    "rl_steps": COUNT, "rl1_steps": COUNT, "rl2_steps": COUNT, "student_rl_steps": COUNT,
+    "prompts_per_step": COUNT, "group_size": Range(2),
     "max_new_tokens": COUNT, "temperature": POSITIVE, "rl_lr": POSITIVE, "rl_warmup": SOME, "mu": COUNT,
     "n_minibatches": COUNT, "micro_batch": COUNT, "clip_eps": Range(0, 1, lo_open=True, hi_open=True),
     "clip_eps_high": NONNEG, "beta": NONNEG, "loss_agg": grpo.LOSS_AGGS, "scale_std": ANY, "mask_truncated": ANY,
@@ -232,6 +255,8 @@ def relations(cfgs):
     m, d, t, s, r = (cfgs[g] for g in CONFIGS)
     N, E = dist.world(), m.n_routed_experts
     return [
+        (t.student_width % (2 * m.n_head) == 0,
+         f"--student_width {t.student_width} must be an even multiple of --n_head {m.n_head} (0: 3/4 of --n_embd)"),
         (m.n_embd % m.n_head == 0 and (m.n_embd // m.n_head) % 2 == 0,
          f"--n_embd {m.n_embd} must be an even multiple of --n_head {m.n_head} (RoPE rotates pairs)"),
         (m.n_head % m.n_kv_head == 0, f"--n_kv_head {m.n_kv_head} must divide --n_head {m.n_head}"),

@@ -156,12 +156,12 @@ TABLE_KEYS = ("accuracy", "format_rate", "lang_consistency_zh", "lang_consistenc
 def print_table(res, name, before, before_name):
     """A stage's held-out figures beside those of the stage it started from."""
     cols = [(before_name, before)] * bool(before) + [(name, res)]
-    title = f"held-out ({res['n']} + {res['n_general']} general)"
-    print(f"\n{title:<32}" + "".join(f"{c:>12}" for c, _ in cols))
+    title, w = f"held-out ({res['n']} + {res['n_general']} general)", max(12, *(len(c) + 2 for c, _ in cols))
+    print(f"\n{title:<32}" + "".join(f"{c:>{w}}" for c, _ in cols))
     for k in TABLE_KEYS:
         if k in res:
-            fmt = "{:>12.1f}" if k == "mean_response_tokens" else "{:>12.1%}"
-            cells = (fmt.format(ev[k]) if ev.get(k) is not None else f"{'–':>12}" for _, ev in cols)
+            fmt = f"{{:>{w}.1f}}" if k == "mean_response_tokens" else f"{{:>{w}.1%}}"
+            cells = (fmt.format(ev[k]) if ev.get(k) is not None else f"{'–':>{w}}" for _, ev in cols)
             print(f"{k:<32}" + "".join(cells))
 
 
@@ -208,17 +208,75 @@ def plot_curves(stage_dir, keys=CURVE_KEYS):
 
 REPORT_ROWS = (("pretrain", "base"), ("zero", "zero (R1-Zero)"), ("sft1", "sft1 (cold start)"),
                ("rl1", "rl1 (reasoning RL)"), ("rl1_nolang", "rl1 without the language reward"),
-               ("sft2", "sft2 (rejection sampling + general)"), ("rl2", "rl2 (all scenarios)"))
+               ("sft2", "sft2 (rejection sampling + general)"), ("rl2", "rl2 (all scenarios): the teacher"),
+               ("student_base", "student base (small dense)"), ("student_zero", "student + RL (zero, no teacher)"),
+               ("distill", "student distilled from rl2"))
 COLUMNS = (("accuracy", "reasoning acc", "pct"), ("format_rate", "format", "pct"),
            ("lang_consistency_zh", "lang zh", "frac"), ("lang_consistency_en", "lang en", "frac"),
            ("mean_response_tokens", "tokens", "num"), ("accuracy_general", "general acc", "pct"),
-           ("needless_chain_rate", "needless chain", "pct"), ("wall_s", "wall", "min"))
+           ("needless_chain_rate", "needless chain", "pct"), ("flops", "compute", "tflop"), ("wall_s", "wall", "min"))
 
 
 def cell(value, fmt):
     if value is None:
         return "–"
-    return {"pct": f"{value:.1%}", "frac": f"{value:.3f}", "num": f"{value:.1f}", "min": f"{value / 60:.1f} min"}[fmt]
+    return {"pct": f"{value:.1%}", "frac": f"{value:.3f}", "num": f"{value:.1f}", "min": f"{value / 60:.1f} min",
+            "tflop": f"{value / 1e12:.2f} TFLOP"}[fmt]
+
+
+def positions(row):
+    """A metrics.jsonl row's positions through the model, weighted by their cost in forward
+    passes: 3 per position trained (forward and backward), 1 per position sampled or scored."""
+    return 3 * row.get("tokens_trained", 0) + row.get("tokens_sampled", 0) + row.get("tokens_scored", 0)
+
+
+def stage_compute(flops_per_token, rows, teacher_flops=0.0):
+    """The FLOPs a stage spent, from its metrics.jsonl rows: 6 N per position trained and 2 N per
+    position sampled or scored, N the active parameters (Kaplan et al. 2020; flops_per_token =
+    GPT.flops_per_token() = 2 N, without attention's term, a fifth or less at these lengths),
+    plus what its teacher spent sampling its data. R1 §4.1 weighs distillation against RL at
+    their compute; the held-out evaluation is not counted."""
+    counts = {k: sum(r.get(k, 0) for r in rows) for k in ("tokens_trained", "tokens_sampled", "tokens_scored")}
+    own = flops_per_token * positions(counts)
+    return {**counts, "teacher_flops": teacher_flops, "flops": own + teacher_flops}
+
+
+def matched_compute(z, rows, budget):
+    """The RL run's held-out accuracy at its evaluations (every rl_eval_every steps) that had
+    spent no more than `budget` FLOPs: RL and distillation compared at equal compute."""
+    per_position = (z["flops"] - z.get("teacher_flops", 0.0)) / max(1, sum(positions(r) for r in rows))
+    spent, within = 0.0, []
+    for r in rows:
+        spent += per_position * positions(r)
+        if "heldout_accuracy" in r and spent <= budget:
+            within.append(f"step {r['step']} ({spent / 1e12:.2f} TFLOP): {r['heldout_accuracy']:.1%}")
+    return ["", "The RL run's held-out accuracy within distill's compute: "
+                + ("; ".join(within) if within else "none of its evaluations came that early") + "."]
+
+
+def distillation_lines(evals, out_dir):
+    """R1 §4.1's two findings, read off the student rows: distillation against RL on the same
+    small model at their compute, and the student against its teacher."""
+    if "distill" not in evals:
+        return []
+    d, rs = evals["distill"], evals["distill"]["rejection"]
+    dropped = ", ".join(f"{k} {v}" for k, v in rs["dropped"].items())
+    lines = ["", f"distill's rejection sampling: {rs['drawn']} samples drawn from rl2 over {rs['prompts']} reasoning "
+                 f"and general prompts, {rs['kept']} kept; dropped: {dropped}. The teacher's sampling cost "
+                 f"{rs['teacher_flops'] / 1e12:.2f} of distill's {d['flops'] / 1e12:.2f} TFLOP (6 N per position "
+                 "trained, 2 N per position sampled or scored)."]
+    if "student_zero" in evals:
+        z = evals["student_zero"]
+        lines += ["", f"Distillation against RL on the student (R1 §4.1): {d['accuracy']:.1%} against "
+                      f"{z['accuracy']:.1%} held-out ({(d['accuracy'] - z['accuracy']) * 100:+.1f} points), at "
+                      f"{d['flops'] / 1e12:.2f} against {z['flops'] / 1e12:.2f} TFLOP "
+                      f"(distill / RL = {d['flops'] / z['flops']:.2f})."]
+        lines += matched_compute(z, read_metrics(os.path.join(out_dir, "student_zero")), d["flops"])
+    if "rl2" in evals:
+        t = evals["rl2"]["accuracy"]
+        lines += ["", f"The student against its teacher: {d['accuracy']:.1%} against rl2's {t:.1%} "
+                      f"({(d['accuracy'] - t) * 100:+.1f} points)."]
+    return lines
 
 
 def write_report(out_dir):
@@ -254,6 +312,7 @@ def write_report(out_dir):
         lines += ["", f"sft2's rejection sampling: {rs['drawn']} samples drawn from rl1 over {rs['prompts']} prompts, "
                       f"{rs['kept']} kept; dropped: " + ", ".join(f"{k} {v}" for k, v in rs["dropped"].items()) +
                       f"; plus {rs['general']} general-task examples."]
+    lines += distillation_lines(evals, out_dir)
     for stage, label in REPORT_ROWS:
         if stage not in evals:
             continue

@@ -90,6 +90,7 @@ class RLConfig:
     rl_steps: int = 120           # GRPO steps of the zero stage (each: one batch of rollouts, mu passes)
     rl1_steps: int = 60           # GRPO steps of rl1 (and its ablation): it starts from a chain already
     rl2_steps: int = 60           # GRPO steps of rl2
+    student_rl_steps: int = 240   # GRPO steps of student_zero, the control of distill (at least its compute)
     prompts_per_step: int = 16    # distinct prompts per step
     group_size: int = 8           # G completions per prompt (R1 uses 16)
     max_new_tokens: int = 128     # generation budget per completion
@@ -334,6 +335,7 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
 
     # ---- 1. rollouts: G completions per prompt, one batched generate with the KV cache
     prompts, comps, texts, scores = sample_and_score(policy, enc, problems, cfg, score_fn, generator)
+    sampled = sum(len(p) + len(c) for p, c in zip(prompts, comps))  # positions run through the model
     t1 = time.time()
 
     # ---- 2. rule rewards and group-relative advantages (R1 eq. 3)
@@ -344,6 +346,7 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
         rows = [i for g in range(len(problems)) if keep[g] for i in range(g * G, (g + 1) * G)]
         new_prompts, new_comps, new_texts, new_scores = sample_and_score(policy, enc, refill(n_zero), cfg, score_fn,
                                                                          generator)
+        sampled += sum(len(p) + len(c) for p, c in zip(new_prompts, new_comps))
         prompts = [prompts[i] for i in rows] + new_prompts
         comps = [comps[i] for i in rows] + new_comps
         texts = [texts[i] for i in rows] + new_texts
@@ -392,12 +395,19 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
     n_tok = max(1.0, agg.pop("tokens"))
     stats = {k: v / n_tok for k, v in agg.items()}
     lens = [len(c) for c in comps]
+    # the positions each phase ran through the model, for the compute of a stage (train.py)
+    stats.update(tokens_sampled=sampled,
+                 tokens_scored=int(lengths.sum()) * ((old is not None) + (ref is not None)),
+                 tokens_trained=int(lengths.sum()) * cfg.mu)
     stats.update(reward=sum(scores["reward"]) / B, accuracy=sum(scores["accuracy"]) / B,
                  format_rate=sum(scores["format"]) / B, lang=sum(scores["lang"]) / B,
                  response_tokens=sum(lens) / B, zero_var_frac=n_zero / len(problems),
                  sample_tok_s=sum(lens) / max(1e-9, t1 - t0), t_generate=t1 - t0, t_score=t2 - t1,
                  t_logprobs=t3 - t2, t_update=t4 - t3, step_s=t4 - t0)
-    return {**dist.mean_stats(stats), "skipped": skipped, "example": texts[0]}
+    stats = dist.mean_stats(stats)
+    for k in ("tokens_sampled", "tokens_scored", "tokens_trained"):
+        stats[k] *= dist.world()  # totals over the ranks
+    return {**stats, "skipped": skipped, "example": texts[0]}
 
 
 def make_reference(model):
@@ -409,23 +419,33 @@ def make_reference(model):
 
 
 def rejection_sample(model, enc, problems, n_samples, max_new_tokens, temperature, score_fn, generator, batch=64):
-    """Rejection sampling (R1 §2.3.3): n_samples completions per problem; keep those that are
-    right, well formed (format), in one language (consistency 1) and finished within the
-    budget (readable, not cut off), without duplicates per problem. Returns the kept
-    (problem, completion text) pairs and the counts of what was drawn, kept and dropped why."""
+    """Rejection sampling (R1 §2.3.3): n_samples completions per problem; keep those that
+    `rejection_reason` passes, without duplicates per problem. Returns the kept (problem,
+    completion text) pairs and the counts of what was drawn, kept and dropped why, with the
+    positions the sampler ran through the model (`tokens`: prompt + completion, every draw)."""
     cfg = RLConfig(group_size=n_samples, max_new_tokens=max_new_tokens, temperature=temperature)
-    kept, dropped, seen = [], {"cut off": 0, "format": 0, "wrong": 0, "mixed language": 0, "duplicate": 0}, set()
+    kept, seen, tokens = [], set(), 0
+    dropped = {why: 0 for why in ("cut off", "format", "wrong", "mixed language", "needless chain", "duplicate")}
     for i in range(0, len(problems), batch):
         chunk = problems[i:i + batch]
-        _, comps, texts, s = sample_and_score(model, enc, chunk, cfg, score_fn, generator)
+        prompts, comps, texts, s = sample_and_score(model, enc, chunk, cfg, score_fn, generator)
+        tokens += sum(len(p) + len(c) for p, c in zip(prompts, comps))
         for j, (c, text) in enumerate(zip(comps, texts)):
             problem = chunk[j // n_samples]
-            why = ("cut off" if enc.eot_token not in c else "format" if s["format"][j] < 1
-                   else "wrong" if s["accuracy"][j] < 1 else "mixed language" if s["lang"][j] < 1
-                   else "duplicate" if (problem.prompt, text) in seen else None)
+            why = rejection_reason(enc.eot_token in c, {k: s[k][j] for k in ("format", "accuracy", "lang", "needless")})
+            why = why or ("duplicate" if (problem.prompt, text) in seen else None)
             if why:
                 dropped[why] += 1
             else:
                 seen.add((problem.prompt, text))
                 kept.append((problem, text))
-    return kept, {"prompts": len(problems), "drawn": len(problems) * n_samples, "kept": len(kept), "dropped": dropped}
+    return kept, {"prompts": len(problems), "drawn": len(problems) * n_samples, "kept": len(kept), "dropped": dropped,
+                  "tokens": tokens}
+
+
+def rejection_reason(finished, scores):
+    """Why a sampled completion is not kept, or None: it must finish within the budget (readable,
+    not cut off), be well formed, right, in one language, and answer a general task without a
+    chain of thought (R1 §2.3.3). scores: one completion's rewards.score_batch terms."""
+    return ("cut off" if not finished else "format" if scores["format"] < 1 else "wrong" if scores["accuracy"] < 1
+            else "mixed language" if scores["lang"] < 1 else "needless chain" if scores["needless"] > 0 else None)

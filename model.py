@@ -172,6 +172,12 @@ class GPT(nn.Module):
             total -= routed - routed * c.n_experts_per_tok // c.n_routed_experts
         return total
 
+    def flops_per_token(self, ctx=0):
+        """FLOPs of one token's forward pass, from the config (PaLM app. B): 2 per active parameter
+        (routed experts K of E times, the tied embedding once as the output head) plus 4 L C ctx for
+        attention's scores and weighted values over ctx positions. Training costs 3x (backward: 2x)."""
+        return 2 * self.n_params(active=True) + 4 * self.cfg.n_layer * self.cfg.n_embd * ctx
+
     def forward(self, idx, targets=None, pos=None, mask=None, caches=None, select=None):
         """idx (B, T) -> logits (B, T, V). Training passes targets (B, T; -1 = ignore) and gets
         the mean cross-entropy plus the MoE balance losses. Sampling passes per-row positions

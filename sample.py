@@ -4,10 +4,12 @@ Load a stage's checkpoint and show what the model does: prompt, reasoning, answe
     python sample.py                          # 5 held-out problems, base model (out/pretrain)
     python sample.py --stage zero -n 10       # the R1-Zero model's reasoning
     python sample.py --stage rl2 --general    # held-out general tasks (a number in words, ...)
+    python sample.py --stage distill          # the small dense student distilled from rl2
     python sample.py --stage zero --prompt "Compute 347 * 6."
     python sample.py --temperature 1.0        # sample instead of greedy
 
-Works on every stage of train.py (pretrain, zero, sft1, rl1, rl1_nolang, sft2, rl2).
+Works on every stage of train.py (pretrain, zero, sft1, rl1, rl1_nolang, sft2, rl2, and the
+student's: student_base, distill, student_zero).
 """
 import os
 import re

@@ -6,6 +6,7 @@ test_<module>.py; shared fixtures in conftest.py.
     python -m pytest -q              # everything (CPU only, a few minutes on 2 cores)
     python -m pytest test_all.py -q  # these
 """
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 import bench
+import config
 import data
 import dist
 import evaluate
@@ -69,11 +71,14 @@ def test_report_has_a_row_per_stage(tiny_run):
     text = open(os.path.join(tiny_run, "report.md")).read()
     for _, label in evaluate.REPORT_ROWS:
         assert f"| {label} |" in text
-    assert text.count("Curves over GRPO steps") == 4  # zero, rl1, rl1_nolang, rl2
+    assert text.count("Curves over GRPO steps") == 5  # zero, rl1, rl1_nolang, rl2, student_zero
+    assert "Distillation against RL on the student" in text and "The student against its teacher" in text
     assert "rejection sampling" in text
 
 
-@pytest.mark.parametrize("stage,extra", [("rl2", ["--general"]), ("rl1_nolang", []), ("sft1", ["--prompt", "Compute 12 * 3."])])
+@pytest.mark.parametrize("stage,extra", [("rl2", ["--general"]), ("rl1_nolang", []),
+                                         ("sft1", ["--prompt", "Compute 12 * 3."]), ("distill", []),
+                                         ("student_zero", ["--general"])])
 def test_sample_shows_any_stage(tiny_run, stage, extra):
     r = subprocess.run([sys.executable, os.path.join(HERE, "sample.py"), "--stage", stage, "--out_dir", tiny_run,
                         "-n", "2", *extra], capture_output=True, text=True, cwd=HERE)
@@ -83,6 +88,113 @@ def test_sample_shows_any_stage(tiny_run, stage, extra):
     r = subprocess.run([sys.executable, os.path.join(HERE, "sample.py"), "--stage", "rl2", "--out_dir", "/nowhere"],
                        capture_output=True, text=True, cwd=HERE)
     assert r.returncode == 2 and "python train.py --stage rl2" in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# distillation (R1 §2.4) and its control (§4.1)
+
+def test_students_are_the_small_dense_model_not_the_teacher(tiny_run):
+    teacher = load_checkpoint(os.path.join(tiny_run, "rl2", "ckpt.pt"))
+    want = config.student_shape(GPTConfig(**teacher["configs"]["model"]))
+    assert (want.n_layer, want.n_embd, want.mlp_hidden, want.n_routed_experts) == (1, 48, 144, 0)  # tiny: 2 x 64, MoE
+    for stage in ("student_base", "distill", "student_zero"):
+        ckpt = load_checkpoint(os.path.join(tiny_run, stage, "ckpt.pt"))
+        assert GPTConfig(**ckpt["configs"]["model"]) == want, stage
+        assert sum(v.numel() for v in ckpt["model"].values()) < sum(v.numel() for v in teacher["model"].values())
+        assert not any("experts" in k or "router" in k for k in ckpt["model"]), stage
+        model = GPT(want)
+        model.load_state_dict(ckpt["model"])  # every tensor of the student's shape
+    narrow = config.student_shape(GPTConfig(**teacher["configs"]["model"]), width=32)  # --student_width 32
+    assert (narrow.n_layer, narrow.n_embd, narrow.mlp_hidden, narrow.n_routed_experts) == (1, 32, 96, 0)
+
+
+class Oracle:
+    """A stand-in teacher whose answers are known. Its calls cycle: the right answer, a wrong one,
+    the right answer with a computation in the chain (needless on a general task), a wrong one;
+    every chain is written in the prompt's language."""
+    def __init__(self, enc, problems):
+        self.enc, self.by_prompt, self.calls = enc, {p.prompt: p for p in problems}, 0
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def flops_per_token(self):
+        return 10.0
+
+    def generate(self, prompts, max_new_tokens, eot, temperature=1.0, generator=None, rows=None):
+        out = []
+        for ids in prompts:
+            p, turn = self.by_prompt[self.enc.decode(ids)], self.calls % 4
+            self.calls += 1
+            gold = p.answer if turn in (0, 2) else p.answer + "1"
+            think = ("ok" if p.lang == "en" else "好的") + (" 7 * 8 = 56" if turn == 2 else "")
+            out.append(self.enc.encode_ordinary(f" <think> {think} </think> <answer> {gold} </answer>") + [eot])
+        return out
+
+
+def test_distillation_set_holds_only_samples_that_pass_the_checks(tiny_run, tmp_path, monkeypatch):
+    """distill's data, with the teacher replaced by an oracle whose answers are known: every kept
+    sample is right, well formed, in one language and without a needless chain; reasoning and
+    general prompts are both asked; nothing the world wrote is added (sft2 adds that, distill not)."""
+    args = train.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path)])
+    _, cfgs = train.build_configs(args, "cpu")
+    dc = cfgs["data"]
+    asked = data.rl_problems(dc, 16, seed=dc.seed + 19) + data.general_problems(dc, 8, seed=dc.seed + 19)
+    enc = load_checkpoint(os.path.join(tiny_run, "rl2", "ckpt.pt"))["enc"]
+    oracle = Oracle(enc, asked)
+    monkeypatch.setattr(train, "load_checkpoint", lambda path: {"configs": {"model": {}}, "model": None})
+    monkeypatch.setattr(train, "build_model", lambda *a: oracle)
+    monkeypatch.setattr(train, "GPTConfig", lambda **kw: None)
+    os.makedirs(tmp_path / "rl2")
+    json.dump({"settings": "x"}, open(tmp_path / "rl2" / "eval.json", "w"))
+    run_dir = tmp_path / "distill"
+    os.makedirs(run_dir)
+    pairs, stats = train.rejection_set(train.STAGES["distill"], cfgs, enc, "cpu", "off", args, contextlib.nullcontext(),
+                                       type("R", (), {"dir": str(run_dir)})())
+    assert stats["drawn"] == 24 * 2 and stats["prompts"] == 24 and stats["general"] == 0
+    assert stats["teacher_flops"] == 10.0 * stats["tokens"]
+    assert 0 < stats["kept"] == len(pairs) < stats["drawn"]
+    n_general = sum(p.kind in data.GENERAL_KINDS for p in asked)
+    assert n_general == 8 and stats["dropped"] == {"cut off": 0, "format": 0, "wrong": 24, "mixed language": 0,
+                                                   "needless chain": 4, "duplicate": 0}
+    kept = {prompt for prompt, _ in pairs}
+    assert any(p.prompt in kept for p in asked[:16]) and any(p.prompt in kept for p in asked[16:])
+    problems = [oracle.by_prompt[prompt] for prompt, _ in pairs]
+    s = evaluate.score([r for _, r in pairs], problems, terms=("accuracy", "format"))
+    for i in range(len(pairs)):
+        assert grpo.rejection_reason(True, {k: s[k][i] for k in ("format", "accuracy", "lang", "needless")}) is None
+    rows = [json.loads(line) for line in open(run_dir / "rejection.jsonl")]
+    assert [(r["prompt"], r["response"]) for r in rows[1:]] == pairs  # what a rerun reuses
+
+
+def test_tiny_distill_counts_its_teachers_compute(tiny_run):
+    ev = json.load(open(os.path.join(tiny_run, "distill", "eval.json")))
+    rs = ev["rejection"]
+    assert rs["drawn"] == (16 + 8) * 2 and rs["kept"] + sum(rs["dropped"].values()) == rs["drawn"]
+    assert rs["teacher_flops"] > 0 and ev["flops"] >= rs["teacher_flops"] and ev["teacher_flops"] == rs["teacher_flops"]
+
+
+def test_stage_compute_counts_6n_trained_2n_sampled_and_scored_plus_the_teacher():
+    rows = [{"step": 1, "tokens_trained": 10, "tokens_sampled": 4}, {"step": 2, "tokens_scored": 5, "loss": 1.0},
+            {"step": 3, "tokens_trained": 1}]
+    got = evaluate.stage_compute(2.0, rows, teacher_flops=7.0)  # 2 N per position with N = 1
+    assert got == {"tokens_trained": 11, "tokens_sampled": 4, "tokens_scored": 5, "teacher_flops": 7.0,
+                   "flops": 2.0 * (3 * 11 + 4 + 5) + 7.0}
+
+
+def test_matched_compute_reads_the_rl_curve_up_to_distills_budget():
+    """Per-token FLOPs recovered from the RL stage's total: 10 per sampled position here."""
+    rows = [{"step": 1, "tokens_sampled": 100, "tokens_trained": 0},
+            {"step": 2, "tokens_sampled": 100, "heldout_accuracy": 0.25},
+            {"step": 3, "tokens_trained": 100, "heldout_accuracy": 0.5},
+            {"step": 4, "tokens_scored": 100, "heldout_accuracy": 0.75}]
+    z = {"flops": 10.0 * (100 + 100 + 3 * 100 + 100)}
+    line = evaluate.matched_compute(z, rows, budget=5000.0)[-1]
+    assert "step 2 (0.00 TFLOP): 25.0%" in line and "step 3" in line and "step 4" not in line
+    assert "none" in evaluate.matched_compute(z, rows, budget=1999.0)[-1]
 
 
 def test_report_refuses_mixed_heldout_sets(tiny_run, tmp_path):
@@ -303,7 +415,7 @@ def test_bench_moe_runs_small():
 
 
 def test_bench_flops_per_token_match_torchs_flop_counter():
-    """bench.forward_flops (what every *_peak_frac divides by) against torch's own count of the
+    """GPT.flops_per_token (what every *_peak_frac divides by) against torch's own count of the
     matmul and attention FLOPs of a forward pass over T tokens: 2 N + 4 L C T per token."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
@@ -312,5 +424,5 @@ def test_bench_flops_per_token_match_torchs_flop_counter():
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):  # attention as matmuls torch can count
         model(torch.zeros(2, 64, dtype=torch.long))
-    # torch counts full (non-causal) attention, as forward_flops does with ctx = T
-    assert counter.get_total_flops() / (2 * 64) == pytest.approx(bench.forward_flops(model, 64), rel=0.01)
+    # torch counts full (non-causal) attention, as flops_per_token does with ctx = T
+    assert counter.get_total_flops() / (2 * 64) == pytest.approx(model.flops_per_token(64), rel=0.01)

@@ -55,7 +55,7 @@ def test_a_value_out_of_range_exits_2_naming_the_range(group, field, capsys):
     (["--p_chain", "0.9", "--p_bare", "0.2"], "at most 1"), (["--bpe_docs", "5000"], "at most --n_docs"),
     (["--warmup_iters", "60"], "below --max_iters"), (["--max_new_tokens", "180"], "must fit --block_size"),
     (["--eval_new_tokens", "180"], "must fit --block_size"), (["--n_minibatches", "17"], "at most the rollouts"),
-    (["--general_frac", "0.9"], "leaves no reasoning prompt")])
+    (["--general_frac", "0.9"], "leaves no reasoning prompt"), (["--student_width", "36"], "--student_width 36")])
 def test_settings_that_cannot_go_together_exit_2(flags, needle, capsys):
     args = train.parse_args(["--preset", "tiny", *flags])
     with pytest.raises(SystemExit) as e:
@@ -68,7 +68,7 @@ def test_settings_that_cannot_go_together_exit_2(flags, needle, capsys):
                                                             "--p_switch", "0.25"],
     ["--max_new_tokens", "176", "--eval_new_tokens", "176"], ["--n_minibatches", "16"], ["--p_zh", "1"], ["--p_zh", "0"],
     ["--group_size", "2"], ["--n_routed_experts", "0", "--n_experts_per_tok", "5", "--n_expert_groups", "3"],
-    ["--general_frac", "0.7"], ["--beta2", "0"]])
+    ["--general_frac", "0.7"], ["--beta2", "0"], ["--student_width", "40"]])
 def test_settings_at_their_limits_are_valid(flags):
     """Each boundary of a range or relation, from the valid side (tiny preset: 4 experts, 3000 docs,
     block 192, 4 prompts x G=4)."""

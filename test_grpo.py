@@ -433,9 +433,20 @@ def test_rejection_sampling_keeps_only_right_clean_finished_samples(world):
               (good_en, False),                                                    # cut at the budget
               (good_zh, True), (good_en.replace("12", "12 我"), True),                # zh: kept; en: mixed language
               (" <think> so 12 * 3 = 36 </think> <answer> 36 </answer>", True)]      # zh prompt, English chain
-    kept, stats = grpo.rejection_sample(Scripted(enc, script), enc, [en, zh], 4, 64, 1.0,
+    # distill also samples general tasks: a chain of thought where none is needed is dropped
+    general = data.Problem("Which is larger, 722 or 99?", "722", "compare", "en", 0, (722, 99), [])
+    good_general = " <think> No working needed. </think> <answer> 722 </answer>"
+    needless = " <think> Subtract: 722 - 99 = 623, so 722 is larger. </think> <answer> 722 </answer>"
+    script += [(good_general, True), (needless, True),
+               (good_general.replace("722 <", "99 <"), True), (good_general, True)]  # wrong, duplicate
+    kept, stats = grpo.rejection_sample(Scripted(enc, script), enc, [en, zh, general], 4, 64, 1.0,
                                         lambda t, p: evaluate.score(t, p, terms=("accuracy", "format", "lang")),
                                         torch.Generator().manual_seed(0), batch=1)
-    assert [(p.lang, t) for p, t in kept] == [("en", good_en), ("zh", good_zh)]
-    assert stats["drawn"] == 8 and stats["kept"] == 2 and stats["prompts"] == 2
-    assert stats["dropped"] == {"cut off": 1, "format": 1, "wrong": 1, "mixed language": 2, "duplicate": 1}
+    assert [(p.lang, t) for p, t in kept] == [("en", good_en), ("zh", good_zh), ("en", good_general)]
+    assert stats["drawn"] == 12 and stats["kept"] == 3 and stats["prompts"] == 3
+    assert stats["dropped"] == {"cut off": 1, "format": 1, "wrong": 2, "mixed language": 2, "needless chain": 1,
+                                "duplicate": 2}
+    # tokens: every draw's prompt and completion (the eot of a finished one included), for distill's compute
+    prompt_len = lambda p: len(enc.encode_ordinary(p.prompt))
+    answers = sum(len(enc.encode_ordinary(text)) + finished for text, finished in script)
+    assert stats["tokens"] == 4 * (prompt_len(en) + prompt_len(zh) + prompt_len(general)) + answers

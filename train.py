@@ -4,6 +4,7 @@ The stages of nanoR1 and their two loops: the toy pretrain, R1-Zero, and the R1 
     python train.py --stage zero                    # base pretrain (if needed) + R1-Zero -> out/zero/
     python train.py --stage all                     # pretrain, zero, the R1 pipeline, out/report.md
     python train.py --stage r1                      # sft1 -> rl1 -> sft2 -> rl2 (and their inputs)
+    python train.py --stage distill                 # rl2 distilled into a small dense student (R1 §2.4)
     python train.py --stage rl1 --lang_weight 0     # any config field is a flag
     python train.py --stage all --preset tiny       # the smoke-test size (well under two minutes)
     python train.py --stage zero --data mine.jsonl  # your own problems (datafile.py: the format)
@@ -17,8 +18,12 @@ The stages (R1 paper §2.2-2.3), one row each of STAGES below:
   rl1_nolang  the ablation: rl1 without the language reward, for the report
   sft2        rejection sampling from rl1 plus general tasks; SFT restarts from the base (§2.3.3)
   rl2         all-scenario RL from sft2: reasoning and general prompts (§2.3.4)
-Two loops run them all: a supervised loop (pretrain, sft1, sft2: a pretrain is an SFT with
-nothing masked) and a GRPO loop (zero, rl1, rl1_nolang, rl2).
+  student_base  the toy pretrain of the student, a small dense model (config.student_shape)
+  distill     SFT of the student base on rl2's rejection-sampled answers, no RL (§2.4)
+  student_zero  the control: the zero stage on the student base, at no less compute (§4.1)
+Two loops run them all: a supervised loop (pretrain, sft1, sft2, student_base, distill: a
+pretrain is an SFT with nothing masked) and a GRPO loop (zero, rl1, rl1_nolang, rl2,
+student_zero). Every eval.json counts the FLOPs its stage spent (evaluate.stage_compute).
 
 Every stage writes, under --out_dir/<stage>/: ckpt.pt (atomically: temp file + rename, loadable
 with weights_only=True), tokenizer.tiktoken (tiktoken's rank-file format), metrics.jsonl (one
@@ -73,6 +78,7 @@ class Stage:
     needs: tuple = ()          # other stages whose outputs it reads
     own: tuple = ()            # config fields no other stage reads; own[0] is its length
     overrides: tuple = ()      # (field, value) pairs applied over the preset; flags still win
+    student: bool = False      # a fresh model of the student preset (config.student_shape)
 
 
 # rl1, its ablation and rl2 sum a dense term (language consistency, in [0, 1]) with the sparse
@@ -107,9 +113,16 @@ STAGES = {
     "rl2": Stage("all-scenario RL: reasoning + general prompts (R1 §2.3.4)", "grpo", "sft2", "all_scenario",
                  ("accuracy", "format", "lang", "needless"),
                  own=("rl2_steps", "lang_weight", "general_frac", "needless_penalty"), overrides=POLISH),
+    "student_base": Stage("the student's base: the toy pretrain of a small dense model (R1 §2.4)", "sft", None,
+                          "corpus", own=("max_iters", "student_width"), student=True),
+    "distill": Stage("distillation: SFT of the student base on rl2's rejection-sampled answers, no RL (R1 §2.4)",
+                     "sft", "student_base", "distill", needs=("rl2",),
+                     own=("distill_epochs", "distill_prompts", "distill_general", "distill_samples", "rs_temperature")),
+    "student_zero": Stage("the control: R1-Zero's GRPO on the student base, at no less compute (R1 §4.1)", "grpo",
+                          "student_base", "reasoning", ("accuracy", "format"), own=("student_rl_steps",)),
 }
 PIPELINES = {"r1": ("sft1", "rl1", "sft2", "rl2"), "all": tuple(STAGES)}
-PROBED = ("pretrain", "zero")  # their eval.json adds the forced-opening probes
+PROBED = ("pretrain", "zero", "student_base", "student_zero")  # their eval.json adds the forced-opening probes
 OwnData = collections.namedtuple("OwnData", "train heldout")  # a --data file's problems, split
 
 
@@ -205,7 +218,7 @@ def after_step(stepped, bad, done, train_cfg, save):
 
 def train_sft(model, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss=None, save=None):
     first_loss, recent = None, collections.deque(maxlen=50)  # the last 50 steps' losses (since a resume)
-    t_last, tok_since, bad, skipped = time.time(), 0, 0, 0
+    t_last, tok_since, pos_since, bad, skipped = time.time(), 0, 0, 0, 0
     model.train()
     for step in range(run.step, n_steps):
         lr = lr_of(step)
@@ -222,6 +235,7 @@ def train_sft(model, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, he
                 (loss * (share * dist.world())).backward()  # DDP then averages over the N ranks
             loss_sum += loss.item() * share
             tok_since += int((y >= 0).sum())
+            pos_since += x.numel()  # positions through forward and backward, padding included
         loss_sum = dist.total(loss_sum)
         norm, stepped = dist.clip_and_step(model, opt, train_cfg.grad_clip)
         skipped += not stepped
@@ -231,14 +245,14 @@ def train_sft(model, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, he
         run.bar.update(1)
         if done % train_cfg.log_every == 0 or done == n_steps:
             row = {"step": done, "loss": loss_sum, "lr": lr, "grad_norm": norm, "skipped": skipped,
-                   "tok_s": dist.total(tok_since) / (time.time() - t_last)}
+                   "tok_s": dist.total(tok_since) / (time.time() - t_last), "tokens_trained": dist.total(pos_since)}
             row.update(moe.load_stats(model))
             if heldout_loss is not None and (done % train_cfg.eval_every == 0 or done == n_steps):
                 row["heldout_loss"] = heldout_loss()
             run.log(row)
             run.bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tok_s']:.0f}",
                                 **({"load": f"{row['moe.max_mean']:.2f}"} if "moe.max_mean" in row else {}))
-            t_last, tok_since, skipped = time.time(), 0, 0
+            t_last, tok_since, pos_since, skipped = time.time(), 0, 0, 0
         if done % train_cfg.ckpt_every == 0 or done == n_steps:
             save(done)
         bad = after_step(stepped, bad, done, train_cfg, save)
@@ -334,44 +348,54 @@ def reward_fn(st, rl_cfg):
     return lambda texts, problems: evaluate.score(texts, problems, terms=st.rewards, weights=weights)
 
 
-def rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run):
-    """sft2's data (R1 §2.3.3): rl1's samples over a prompt set larger than rl1's, kept when
-    right, well formed and in one language, de-duplicated; plus general-task examples written
-    by the world. The kept samples go to rejection.jsonl, which a rerun with the same rl1 and
-    sampling settings reuses (so tuning sft2's training does not redo the sampling)."""
+def rejection_set(st, cfgs, enc, device, fp8_recipe, args, autocast, run):
+    """The data of sft2 (R1 §2.3.3) and distill (§2.4): a teacher's samples (rl1's for sft2,
+    rl2's for distill, st.needs[0]), kept when right, well formed, in one language and without
+    a needless chain (grpo.rejection_reason), de-duplicated. sft2 samples reasoning prompts
+    (more than rl1 saw) and adds general-task examples written by the world; distill samples the
+    teacher on reasoning and general prompts alike. The kept samples go to rejection.jsonl,
+    which a rerun with the same teacher and sampling settings reuses (so tuning the SFT does not
+    redo the sampling). Returns the (prompt, response) pairs and the counts, with the FLOPs the
+    teacher spent sampling (`teacher_flops`)."""
     data_cfg, sft_cfg, rl_cfg = cfgs["data"], cfgs["sft"], cfgs["rl"]
+    teacher_name, sft2 = st.needs[0], st.data == "rejection"
+    n, n_general, samples, seed = ((sft_cfg.rs_prompts, 0, sft_cfg.rs_samples, data_cfg.seed + 13) if sft2 else
+                                   (sft_cfg.distill_prompts, sft_cfg.distill_general, sft_cfg.distill_samples,
+                                    data_cfg.seed + 19))
     path = os.path.join(run.dir, "rejection.jsonl")
-    key = (f"rl1={read_eval(args, 'rl1')['settings']} prompts={sft_cfg.rs_prompts} samples={sft_cfg.rs_samples} "
-           f"temperature={sft_cfg.rs_temperature} budget={rl_cfg.max_new_tokens}")
+    key = (f"{teacher_name}={read_eval(args, teacher_name)['settings']} prompts={n} general={n_general} "
+           f"samples={samples} temperature={sft_cfg.rs_temperature} budget={rl_cfg.max_new_tokens}")
     rows = [json.loads(line) for line in open(path)] if os.path.exists(path) else [{}]
     if rows[0].get("key") == key:
         kept, stats = [(r["prompt"], r["response"]) for r in rows[1:]], rows[0]["stats"]
         print(f"rejection sampling: reusing {len(kept)} samples from {path}")
     else:
-        rl1 = load_checkpoint(os.path.join(stage_dir(args, "rl1"), "ckpt.pt"))
-        teacher = build_model(GPTConfig(**rl1["configs"]["model"]), device, fp8_recipe, rl1["model"])
-        problems = (data.rl_problems(data_cfg, sft_cfg.rs_prompts, seed=data_cfg.seed + 13) if args.own is None
-                    else random.Random(data_cfg.seed + 13).choices(args.own.train, k=sft_cfg.rs_prompts))
-        print(f"rejection sampling: {sft_cfg.rs_prompts} prompts x {sft_cfg.rs_samples} samples from rl1 "
-              f"(rl1 saw {rl_cfg.rl1_steps * rl_cfg.prompts_per_step} prompts)")
+        ckpt = load_checkpoint(os.path.join(stage_dir(args, teacher_name), "ckpt.pt"))
+        teacher = build_model(GPTConfig(**ckpt["configs"]["model"]), device, fp8_recipe, ckpt["model"])
+        problems = (data.rl_problems(data_cfg, n, seed=seed) if args.own is None
+                    else random.Random(seed).choices(args.own.train, k=n))
+        problems += data.general_problems(data_cfg, n_general, seed=seed)
+        print(f"rejection sampling: {len(problems)} prompts x {samples} samples from {teacher_name}")
         with autocast:  # each rank samples its share of the prompts
             kept, stats = grpo.rejection_sample(teacher, enc, problems[dist.my_share(len(problems), even=False)],
-                                                sft_cfg.rs_samples, rl_cfg.max_new_tokens, sft_cfg.rs_temperature,
-                                                reward_fn(STAGES["rl1"], rl_cfg),
-                                                torch.Generator().manual_seed(data_cfg.seed + 13 + dist.rank()))
+                                                samples, rl_cfg.max_new_tokens, sft_cfg.rs_temperature,
+                                                reward_fn(STAGES[teacher_name], rl_cfg),
+                                                torch.Generator().manual_seed(seed + dist.rank()))
         kept = dist.gather([(p.prompt, text) for p, text in kept])
         parts = dist.gather([stats])
-        stats = {k: sum(p[k] for p in parts) for k in ("prompts", "drawn", "kept")}
+        stats = {k: sum(p[k] for p in parts) for k in ("prompts", "drawn", "kept", "tokens")}
         stats["dropped"] = {why: sum(p["dropped"][why] for p in parts) for why in parts[0]["dropped"]}
+        stats["teacher_flops"] = stats["tokens"] * teacher.flops_per_token()
         if dist.is_main():
             with open(path + ".tmp", "w") as f:
                 for row in [{"key": key, "stats": stats}] + [{"prompt": p, "response": r} for p, r in kept]:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
             os.replace(path + ".tmp", path)
-    general = data.general_problems(data_cfg, sft_cfg.n_general_sft, seed=data_cfg.seed + 17, split="corpus")
+    general = data.general_problems(data_cfg, sft_cfg.n_general_sft if sft2 else 0, seed=data_cfg.seed + 17,
+                                    split="corpus")
     stats = {**stats, "general": len(general)}
-    print(f"rejection sampling kept {stats['kept']} of {stats['drawn']} (dropped: {stats['dropped']}); "
-          f"+ {len(general)} general-task examples")
+    print(f"rejection sampling kept {stats['kept']} of {stats['drawn']} (dropped: {stats['dropped']})"
+          + (f"; + {len(general)} general-task examples" if sft2 else ""))
     return kept + [(p.prompt, data.general_response(p)) for p in general], stats
 
 
@@ -455,13 +479,17 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
                     else [(p, p.response) for p in args.own.train if p.response])
             pairs = [(p.prompt, response) for p, response in cold]
         else:
-            pairs, extra["rejection"] = rejection_set(cfgs, enc, device, fp8_recipe, args, autocast, run)
+            pairs, extra["rejection"] = rejection_set(st, cfgs, enc, device, fp8_recipe, args, autocast, run)
         batch_at, per_epoch = example_batches(data.encode_sft(enc, pairs), sft_cfg.sft_batch_size,
                                               train_cfg.grad_accum, train_cfg.train_seed, enc.eot_token, device)
         epochs = getattr(sft_cfg, st.own[0])
         n_steps, heldout_loss = per_epoch * epochs, None
         lr_of = lambda s: lr_at(s, sft_cfg.sft_lr, sft_cfg.sft_warmup, n_steps, train_cfg.min_lr_frac)
         print(f"{len(pairs)} examples, {epochs} epochs, {n_steps} steps of {sft_cfg.sft_batch_size}")
+        if not pairs:  # (the tiny preset's teacher gets nothing right)
+            print(f"warning: {name} has no examples (its teacher's samples all failed the checks): it trains "
+                  f"no step and keeps the weights of {st.init}", file=sys.stderr)
+            run.log({"step": 0, "examples": 0, "tokens_trained": 0})
     ref = None
     if st.loop == "grpo":
         n_steps = getattr(rl_cfg, st.own[0])
@@ -481,6 +509,8 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
     # ---- the loop
     if st.loop == "sft":
         extra.update(train_sft(trained, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss, save))
+        if n_steps == 0:
+            save(0)
         if heldout_loss is not None:
             extra["heldout_loss"] = heldout_loss()
     else:
@@ -491,13 +521,16 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
                 texts, ntoks = evaluate.respond(model, enc, problems, train_cfg.eval_new_tokens)
             res = evaluate.reasoning_summary(problems, texts, ntoks)
             return {k: res[k] for k in ("accuracy", "format_rate", "lang_consistency", "mean_response_tokens")}
-        train_grpo(trained, ref, opt, enc, rl_prompts(st, cfgs, args.own and args.own.train), reward_fn(st, rl_cfg), rl_cfg, train_cfg, n_steps,
-                   run, autocast, heldout_eval, save)
+        prompts_at = rl_prompts(st, cfgs, args.own and args.own.train)
+        train_grpo(trained, ref, opt, enc, prompts_at, reward_fn(st, rl_cfg), rl_cfg, train_cfg, n_steps, run, autocast,
+                   heldout_eval, save)
         rows = evaluate.read_metrics(run.dir)
         extra.update(first_step_response_tokens=rows[0]["response_tokens"],
                      last_step_response_tokens=rows[-1]["response_tokens"])
 
-    # ---- held-out evaluation: eval.json, written last
+    # ---- the compute it spent, then the held-out evaluation: eval.json, written last
+    teacher_flops = extra.get("rejection", {}).get("teacher_flops", 0.0)
+    extra.update(evaluate.stage_compute(model.flops_per_token(), evaluate.read_metrics(run.dir), teacher_flops))
     res = evaluate.full_eval(model, enc, cfgs, probes=name in PROBED, autocast=autocast,
                              heldout=None if args.own is None else (args.own.heldout, args.data))
     res.update(extra, stage=name, init=st.init, preset=preset, argv=args.argv, wall_s=time.time() - t_start,
@@ -515,7 +548,7 @@ def ensure(name, args, device, autocast, hashes, forced):
     inputs = [d for d in (st.init, *st.needs) if d]
     for dep in inputs:
         ensure(dep, args, device, autocast, hashes, forced)
-    preset, cfgs = build_configs(args, device, st.overrides)
+    preset, cfgs = build_configs(args, device, st.overrides, st.student)
     fp8_recipe = config.resolve_fp8(args.fp8, device)
     settings = settings_hash(name, cfgs, fp8_recipe, {d: hashes[d] for d in inputs}, args)
     done = read_eval(args, name).get("settings") == settings and os.path.exists(
@@ -563,7 +596,7 @@ def main(argv=None):
     device = dist.init(device)
     names = PIPELINES.get(args.stage, (args.stage,))
     for name in inputs_of(names):  # every setting of every stage that may run, before any work
-        config.check(build_configs(args, device, STAGES[name].overrides)[1])
+        config.check(build_configs(args, device, STAGES[name].overrides, STAGES[name].student)[1])
     read_files(args, build_configs(args, device)[1]["data"], inputs_of(names))
     dist.catch_signals()
     hashes = {}
