@@ -39,6 +39,7 @@ import data
 import dist
 import fp8
 import grpo
+import loops
 import moe
 import rewards
 import train
@@ -383,7 +384,7 @@ def bench_grpo(steps=6):
         model.load_state_dict(ck["model"])
     rc = cfgs["rl"]
     ref = grpo.make_reference(model)
-    opt = train.make_optimizer(model, rc.rl_lr, cfgs["train"], "cpu")
+    opt = loops.make_optimizer(model, rc.rl_lr, cfgs["train"], "cpu")
     score = lambda texts, ps: rewards.score_batch(texts, [p.answer for p in ps], [p.lang for p in ps])
     runs, prompt_lens = [], []
     for i in range(steps):
@@ -427,12 +428,12 @@ def _ddp_rank(rank, world, init_file, steps, threads, out):
     mc, tc = cfgs["model"], cfgs["train"]
     torch.manual_seed(0)
     model = GPT(mc)
-    opt = train.make_optimizer(model, tc.lr, tc, "cpu")
+    opt = loops.make_optimizer(model, tc.lr, tc, "cpu")
     ids = torch.randint(mc.vocab_size, (200_000,), generator=torch.Generator().manual_seed(0))
-    batch_at = train.corpus_batches(ids, tc, mc.block_size, "cpu")
+    batch_at = loops.corpus_batches(ids, tc, mc.block_size, "cpu")
     run = types.SimpleNamespace(step=0, log=lambda row: None,
                                 bar=types.SimpleNamespace(update=lambda n: None, set_postfix=lambda **kw: None))
-    step = lambda n: train.train_sft(dist.wrap(model), opt, batch_at, n, lambda s: tc.lr, tc, run,
+    step = lambda n: loops.train_sft(dist.wrap(model), opt, batch_at, n, lambda s: tc.lr, tc, run,
                                      contextlib.nullcontext(), save=lambda s: None)
     step(2)  # warm-up
     dist.barrier()
@@ -488,7 +489,7 @@ def bench_gpu(reps=5):
     del a, b, c
 
     model = GPT(mc).to(dev)
-    opt = train.make_optimizer(model, tc.lr, tc, dev)
+    opt = loops.make_optimizer(model, tc.lr, tc, dev)
     x = torch.randint(mc.vocab_size, (tc.batch_size, mc.block_size), device=dev)
 
     def train_step():

@@ -25,6 +25,7 @@ import data
 import dist
 import evaluate
 import grpo
+import loops
 import train
 from checkpoint import load_checkpoint
 from conftest import HERE
@@ -253,7 +254,7 @@ def test_sft_loss_is_taken_on_response_tokens_only():
     prompt, response = [3, 4, 5, 6], [7, 8, 49]
 
     def loss(p, r):
-        batch_at, _ = train.example_batches([(p, r)], 1, 1, 0, 49, "cpu")
+        batch_at, _ = loops.example_batches([(p, r)], 1, 1, 0, 49, "cpu")
         x, y = batch_at(0, 0)
         assert (y[0, :len(p) - 1] == -1).all()
         return model(x, y)[1].item()
@@ -265,7 +266,7 @@ def test_sft_loss_is_taken_on_response_tokens_only():
 def test_sft_batches_cover_each_epoch_once():
     examples = [([1, 2], [10 + i, 99]) for i in range(10)]
     for accum in (1, 2):
-        batch_at, per_epoch = train.example_batches(examples, 3, accum, 0, 99, "cpu")
+        batch_at, per_epoch = loops.example_batches(examples, 3, accum, 0, 99, "cpu")
         assert per_epoch == (4 if accum == 1 else 2)
         for epoch in range(2):
             seen = [int(t) for s in range(epoch * per_epoch, (epoch + 1) * per_epoch) for m in range(accum)

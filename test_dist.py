@@ -14,6 +14,7 @@ import data
 import dist
 import evaluate
 import grpo
+import loops
 import moe
 import train
 from model import GPT, GPTConfig
@@ -42,8 +43,8 @@ def pretrain_steps(model, n_steps):
     opt = torch.optim.SGD(model.parameters(), lr=0.5)  # (Adam's first step, g / |g|, would magnify float noise)
     moe.attach_bias_update(opt, model)
     ids = torch.randint(CFG.vocab_size, (5000,), generator=torch.Generator().manual_seed(1))
-    batch_at = train.corpus_batches(ids, tc, 64, "cpu")
-    train.train_sft(dist.wrap(model), opt, batch_at, n_steps, lambda s: 1e-2, tc, fake_run(), contextlib.nullcontext(),
+    batch_at = loops.corpus_batches(ids, tc, 64, "cpu")
+    loops.train_sft(dist.wrap(model), opt, batch_at, n_steps, lambda s: 1e-2, tc, fake_run(), contextlib.nullcontext(),
                     save=lambda step: None)
 
 
@@ -168,13 +169,13 @@ def test_non_finite_steps_are_counted_and_stop_the_run_with_a_checkpoint():
     run = fake_run()
     run.log = rows.append
     tc = config.TrainConfig(batch_size=2, log_every=1, ckpt_every=100, max_bad_steps=3)
-    opt = train.make_optimizer(model, 1e-2, tc, "cpu")
+    opt = loops.make_optimizer(model, 1e-2, tc, "cpu")
     ids = torch.randint(CFG.vocab_size, (500,), generator=torch.Generator().manual_seed(1))
-    batch_at = train.corpus_batches(ids, tc, 16, "cpu")
+    batch_at = loops.corpus_batches(ids, tc, 16, "cpu")
     with torch.no_grad():
         model.lm_head.weight[0, 0] = float("inf")  # every loss is now NaN
     with pytest.raises(SystemExit) as stop:
-        train.train_sft(model, opt, batch_at, 10, lambda s: 1e-2, tc, run, contextlib.nullcontext(), save=saved.append)
+        loops.train_sft(model, opt, batch_at, 10, lambda s: 1e-2, tc, run, contextlib.nullcontext(), save=saved.append)
     assert stop.value.code == 1
     assert [r["skipped"] for r in rows] == [1, 1, 1] and saved == [3]
 
@@ -193,9 +194,9 @@ def test_one_bad_step_is_skipped_and_the_run_goes_on(monkeypatch):
         return real(m, opt, clip)
     monkeypatch.setattr(dist, "clip_and_step", flaky)
     tc = config.TrainConfig(batch_size=2, log_every=1, ckpt_every=100, max_bad_steps=2)
-    opt = train.make_optimizer(model, 1e-2, tc, "cpu")
-    batch_at = train.corpus_batches(torch.randint(CFG.vocab_size, (500,)), tc, 16, "cpu")
-    train.train_sft(model, opt, batch_at, 4, lambda s: 1e-2, tc, run, contextlib.nullcontext(), save=lambda s: None)
+    opt = loops.make_optimizer(model, 1e-2, tc, "cpu")
+    batch_at = loops.corpus_batches(torch.randint(CFG.vocab_size, (500,)), tc, 16, "cpu")
+    loops.train_sft(model, opt, batch_at, 4, lambda s: 1e-2, tc, run, contextlib.nullcontext(), save=lambda s: None)
     assert [r["skipped"] for r in rows] == [0, 1, 0, 0]
 
 
@@ -204,7 +205,7 @@ def test_an_sft_step_is_the_token_mean_over_its_micro_batches(monkeypatch):
     mean over every target token of the step, not a mean of the micro-batches' means."""
     examples = [([1, 2, 3], [4, 5, 6, 7, 8, 9, 10]), ([1, 2], [4, 0]), ([5, 6, 7], [8, 9, 0, 3]), ([2], [0, 1])]
     tc = config.TrainConfig(batch_size=2, grad_accum=2, log_every=1, ckpt_every=100)  # (a skipped step: 1 of 5)
-    batch_at, _ = train.example_batches(examples, 2, 2, 0, 99, "cpu")
+    batch_at, _ = loops.example_batches(examples, 2, 2, 0, 99, "cpu")
     dense = lambda: torch.manual_seed(0) and GPT(dataclasses.replace(CFG, n_routed_experts=0))  # no per-batch aux loss
     model, grads = dense(), {}
 
@@ -212,7 +213,7 @@ def test_an_sft_step_is_the_token_mean_over_its_micro_batches(monkeypatch):
         grads.update({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
         return 0.0, False
     monkeypatch.setattr(dist, "clip_and_step", capture)
-    train.train_sft(model, torch.optim.SGD(model.parameters(), lr=0.0), batch_at, 1, lambda s: 0.0,
+    loops.train_sft(model, torch.optim.SGD(model.parameters(), lr=0.0), batch_at, 1, lambda s: 0.0,
                     tc, fake_run(), contextlib.nullcontext(),
                     save=lambda s: None)
     (x1, y1), (x2, y2) = batch_at(0, 0), batch_at(0, 1)

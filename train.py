@@ -23,7 +23,8 @@ The stages (R1 paper §2.2-2.3), one row each of STAGES below:
   student_zero  the control: the zero stage on the student base, at no less compute (§4.1)
 Two loops run them all: a supervised loop (pretrain, sft1, sft2, student_base, distill: a
 pretrain is an SFT with nothing masked) and a GRPO loop (zero, rl1, rl1_nolang, rl2,
-student_zero). Every eval.json counts the FLOPs its stage spent (evaluate.stage_compute).
+student_zero), both in loops.py. Every eval.json counts the FLOPs its stage spent
+(evaluate.stage_compute).
 
 Every stage writes, under --out_dir/<stage>/: ckpt.pt (atomically: temp file + rename, loadable
 with weights_only=True), tokenizer.tiktoken (tiktoken's rank-file format), metrics.jsonl (one
@@ -40,7 +41,6 @@ import collections
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import random
 import sys
@@ -56,6 +56,7 @@ import dist
 import evaluate
 import fp8
 import grpo
+import loops
 import moe
 import rewards
 from checkpoint import Run, load_checkpoint
@@ -174,158 +175,6 @@ def build_model(model_cfg, device, fp8_recipe, state=None):
     if fp8_recipe != "off":
         fp8.convert_to_float8(model, fp8_recipe)
     return model
-
-
-def make_optimizer(model, lr, train_cfg, device):
-    """AdamW; decay on matrices (and the stacked expert weights), none on gains and vectors."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": train_cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, train_cfg.beta2), fused=device == "cuda")
-    moe.attach_bias_update(opt, model)  # DeepSeek-V3 §2.1.2: aux-loss-free balancing after every step
-    return opt
-
-
-def lr_at(step, peak, warmup, total, min_frac):
-    """Linear warmup, then cosine decay to min_frac of the peak (min_frac = 1: constant)."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def after_step(stepped, bad, done, train_cfg, save):
-    """The fault checks after each optimizer step of either loop. Returns the count of
-    non-finite steps in a row. Too many in a row, or a SIGTERM / SIGINT, saves and stops."""
-    bad = 0 if stepped else bad + 1
-    if bad >= train_cfg.max_bad_steps:
-        save(done)
-        print(f"error: {bad} steps in a row had a non-finite loss or gradient norm (each skipped); stopped "
-              f"after step {done}. ckpt.pt holds the last good weights; lower the learning rate and rerun",
-              file=sys.stderr)
-        sys.exit(1)
-    signum = dist.stop_requested()
-    if signum:
-        save(done)
-        raise dist.Stopped(signum, done)
-    return bad
-
-
-# ----------------------------------------------------------------------------------------------
-# The supervised loop: pretrain, sft1, sft2. batch_at(step, micro) -> (x, y), y = -1 where no
-# loss is taken (prompt tokens, padding), so the pretrain is the case with nothing masked. The
-# step's loss is the mean over its target tokens, all micro-batches and all ranks together.
-
-def train_sft(model, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss=None, save=None):
-    first_loss, recent = None, collections.deque(maxlen=50)  # the last 50 steps' losses (since a resume)
-    t_last, tok_since, pos_since, bad, skipped = time.time(), 0, 0, 0, 0
-    model.train()
-    for step in range(run.step, n_steps):
-        lr = lr_of(step)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        micros = [[t[dist.my_share(len(t))] for t in batch_at(step, m)] for m in range(train_cfg.grad_accum)]
-        n_tok = dist.total(sum(int((y >= 0).sum()) for _, y in micros))  # the step's targets, every rank
-        loss_sum = 0.0
-        for m, (x, y) in enumerate(micros):
-            with dist.no_sync(model, last=m == len(micros) - 1):
-                with autocast:
-                    _, loss = model(x, y)  # mean over this micro-batch's targets
-                share = int((y >= 0).sum()) / n_tok
-                (loss * (share * dist.world())).backward()  # DDP then averages over the N ranks
-            loss_sum += loss.item() * share
-            tok_since += int((y >= 0).sum())
-            pos_since += x.numel()  # positions through forward and backward, padding included
-        loss_sum = dist.total(loss_sum)
-        norm, stepped = dist.clip_and_step(model, opt, train_cfg.grad_clip)
-        skipped += not stepped
-        done = step + 1
-        first_loss = loss_sum if first_loss is None else first_loss
-        recent.append(loss_sum)
-        run.bar.update(1)
-        if done % train_cfg.log_every == 0 or done == n_steps:
-            row = {"step": done, "loss": loss_sum, "lr": lr, "grad_norm": norm, "skipped": skipped,
-                   "tok_s": dist.total(tok_since) / (time.time() - t_last), "tokens_trained": dist.total(pos_since)}
-            row.update(moe.load_stats(model))
-            if heldout_loss is not None and (done % train_cfg.eval_every == 0 or done == n_steps):
-                row["heldout_loss"] = heldout_loss()
-            run.log(row)
-            run.bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tok_s']:.0f}",
-                                **({"load": f"{row['moe.max_mean']:.2f}"} if "moe.max_mean" in row else {}))
-            t_last, tok_since, pos_since, skipped = time.time(), 0, 0, 0
-        if done % train_cfg.ckpt_every == 0 or done == n_steps:
-            save(done)
-        bad = after_step(stepped, bad, done, train_cfg, save)
-    return {"first_loss": first_loss, "final_loss": recent[-1] if recent else None,
-            "final_loss_avg50": evaluate.mean(recent) if recent else None}
-
-
-def corpus_batches(ids, train_cfg, block, device):
-    """Random windows of the token stream, a pure function of (step, micro)."""
-    def batch_at(step, micro):
-        g = torch.Generator().manual_seed(train_cfg.train_seed * 1_000_003 + step * 64 + micro)
-        ix = torch.randint(len(ids) - block - 1, (train_cfg.batch_size,), generator=g)
-        x = torch.stack([ids[i:i + block] for i in ix])
-        y = torch.stack([ids[i + 1:i + block + 1] for i in ix])
-        return x.to(device), y.to(device)
-    return batch_at
-
-
-def example_batches(examples, batch_size, grad_accum, seed, eot, device):
-    """(prompt ids, response ids) examples in a fresh order each epoch, right-padded; the loss
-    is taken on response tokens only (targets -1 on the prompt and the padding). Returns
-    batch_at and the optimizer steps per epoch; the last batch of an epoch is filled up from
-    the start of the same order."""
-    n, per_step = len(examples), batch_size * grad_accum
-    per_epoch = math.ceil(n / per_step)
-
-    def batch_at(step, micro):
-        epoch, j = divmod(step, per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        first = j * per_step + micro * batch_size
-        chunk = [examples[order[(first + i) % n]] for i in range(batch_size)]
-        L = max(len(p) + len(r) for p, r in chunk) - 1
-        x = torch.full((len(chunk), L), eot, dtype=torch.long)
-        y = torch.full((len(chunk), L), -1, dtype=torch.long)
-        for i, (p, r) in enumerate(chunk):
-            seq = torch.tensor(p + r)
-            x[i, :len(seq) - 1] = seq[:-1]
-            y[i, len(p) - 1:len(seq) - 1] = seq[len(p):]  # position t predicts token t + 1
-        return x.to(device), y.to(device)
-    return batch_at, per_epoch
-
-
-# ----------------------------------------------------------------------------------------------
-# The GRPO loop: zero, rl1, rl1_nolang, rl2. prompts_at(step, salt) -> the step's problems.
-
-def train_grpo(model, ref, opt, enc, prompts_at, score_fn, rl_cfg, train_cfg, n_steps, run, autocast, heldout_eval,
-               save):
-    bad, mine = 0, dist.my_share(rl_cfg.prompts_per_step)  # whole groups: a rank rolls out its prompts
-    for step in range(run.step, n_steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, rl_cfg.rl_lr, rl_cfg.rl_warmup, n_steps, 1.0)
-        gen = torch.Generator().manual_seed(rl_cfg.rl_seed * 1_000_003 + step)  # the step's samples
-        with autocast:
-            st = grpo.grpo_step(model, ref, opt, enc, prompts_at(step)[mine], rl_cfg, score_fn, gen,
-                                refill=lambda n: prompts_at(step, salt=1 + dist.rank())[:n],
-                                grad_clip=train_cfg.grad_clip)
-        done = step + 1
-        example = st.pop("example")
-        row = {"step": done, **st}
-        if done % rl_cfg.rl_eval_every == 0 and done < n_steps:
-            row.update({f"heldout_{k}": v for k, v in heldout_eval().items()})
-        if rl_cfg.ref_sync_every and ref is not None and done % rl_cfg.ref_sync_every == 0:
-            ref.load_state_dict(getattr(model, "module", model).state_dict())
-        run.log(row)
-        run.bar.update(1)
-        run.bar.set_postfix(r=f"{st['reward']:.2f}", acc=f"{st['accuracy']:.2f}", fmt=f"{st['format_rate']:.2f}",
-                            lang=f"{st['lang']:.2f}", len=f"{st['response_tokens']:.0f}", kl=f"{st['kl']:.3f}",
-                            zv=f"{st['zero_var_frac']:.2f}")
-        if done % rl_cfg.rl_ckpt_every == 0 or done == n_steps:
-            save(done)
-        bad = after_step(st["skipped"] == 0, bad, done, train_cfg, save)
-    if run.step < n_steps:
-        print("example response:", repr(example[:300]))
 
 
 def rl_prompts(st, cfgs, own=None):
@@ -467,10 +316,11 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
 
     # ---- its data, step count and optimizer
     lr = rl_cfg.rl_lr if st.loop == "grpo" else train_cfg.lr if st.init is None else sft_cfg.sft_lr
-    opt = make_optimizer(model, lr, train_cfg, device)
+    opt = loops.make_optimizer(model, lr, train_cfg, device)
     if st.loop == "sft" and st.init is None:
-        batch_at, n_steps = corpus_batches(train_ids, train_cfg, model_cfg.block_size, device), train_cfg.max_iters
-        lr_of = lambda s: lr_at(s, train_cfg.lr, train_cfg.warmup_iters, n_steps, train_cfg.min_lr_frac)
+        batch_at = loops.corpus_batches(train_ids, train_cfg, model_cfg.block_size, device)
+        n_steps = train_cfg.max_iters
+        lr_of = lambda s: loops.lr_at(s, train_cfg.lr, train_cfg.warmup_iters, n_steps, train_cfg.min_lr_frac)
         heldout_loss = None if args.corpus else evaluate.heldout_loss_fn(  # (the toy world's documents)
             model, enc, data_cfg, train_cfg.batch_size, model_cfg.block_size, device, autocast)
     elif st.loop == "sft":
@@ -480,11 +330,11 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
             pairs = [(p.prompt, response) for p, response in cold]
         else:
             pairs, extra["rejection"] = rejection_set(st, cfgs, enc, device, fp8_recipe, args, autocast, run)
-        batch_at, per_epoch = example_batches(data.encode_sft(enc, pairs), sft_cfg.sft_batch_size,
-                                              train_cfg.grad_accum, train_cfg.train_seed, enc.eot_token, device)
+        batch_at, per_epoch = loops.example_batches(data.encode_sft(enc, pairs), sft_cfg.sft_batch_size,
+                                                    train_cfg.grad_accum, train_cfg.train_seed, enc.eot_token, device)
         epochs = getattr(sft_cfg, st.own[0])
         n_steps, heldout_loss = per_epoch * epochs, None
-        lr_of = lambda s: lr_at(s, sft_cfg.sft_lr, sft_cfg.sft_warmup, n_steps, train_cfg.min_lr_frac)
+        lr_of = lambda s: loops.lr_at(s, sft_cfg.sft_lr, sft_cfg.sft_warmup, n_steps, train_cfg.min_lr_frac)
         print(f"{len(pairs)} examples, {epochs} epochs, {n_steps} steps of {sft_cfg.sft_batch_size}")
         if not pairs:  # (the tiny preset's teacher gets nothing right)
             print(f"warning: {name} has no examples (its teacher's samples all failed the checks): it trains "
@@ -508,7 +358,8 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
 
     # ---- the loop
     if st.loop == "sft":
-        extra.update(train_sft(trained, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss, save))
+        extra.update(loops.train_sft(trained, opt, batch_at, n_steps, lr_of, train_cfg, run, autocast, heldout_loss,
+                                     save))
         if n_steps == 0:
             save(0)
         if heldout_loss is not None:
@@ -522,8 +373,8 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
             res = evaluate.reasoning_summary(problems, texts, ntoks)
             return {k: res[k] for k in ("accuracy", "format_rate", "lang_consistency", "mean_response_tokens")}
         prompts_at = rl_prompts(st, cfgs, args.own and args.own.train)
-        train_grpo(trained, ref, opt, enc, prompts_at, reward_fn(st, rl_cfg), rl_cfg, train_cfg, n_steps, run, autocast,
-                   heldout_eval, save)
+        loops.train_grpo(trained, ref, opt, enc, prompts_at, reward_fn(st, rl_cfg), rl_cfg, train_cfg, n_steps, run,
+                         autocast, heldout_eval, save)
         rows = evaluate.read_metrics(run.dir)
         extra.update(first_step_response_tokens=rows[0]["response_tokens"],
                      last_step_response_tokens=rows[-1]["response_tokens"])
