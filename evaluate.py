@@ -243,8 +243,9 @@ def stage_compute(flops_per_token, rows, teacher_flops=0.0):
 
 def matched_compute(z, rows, budget):
     """The RL run's held-out accuracy at its evaluations (every rl_eval_every steps) that had
-    spent no more than `budget` FLOPs: RL and distillation compared at equal compute."""
-    per_position = (z["flops"] - z.get("teacher_flops", 0.0)) / max(1, sum(positions(r) for r in rows))
+    spent no more than `budget` FLOPs: RL and distillation compared at equal compute. z: the RL
+    stage's eval.json, whose counts and FLOPs (stage_compute; no teacher) give its cost per position."""
+    per_position = z["flops"] / positions(z)
     spent, within = 0.0, []
     for r in rows:
         spent += per_position * positions(r)

@@ -187,14 +187,16 @@ def test_stage_compute_counts_6n_trained_2n_sampled_and_scored_plus_the_teacher(
 
 
 def test_matched_compute_reads_the_rl_curve_up_to_distills_budget():
-    """Per-token FLOPs recovered from the RL stage's total: 10 per sampled position here."""
+    """The FLOPs spent by each evaluation, from the stage's total and its rows' positions."""
     rows = [{"step": 1, "tokens_sampled": 100, "tokens_trained": 0},
             {"step": 2, "tokens_sampled": 100, "heldout_accuracy": 0.25},
             {"step": 3, "tokens_trained": 100, "heldout_accuracy": 0.5},
             {"step": 4, "tokens_scored": 100, "heldout_accuracy": 0.75}]
-    z = {"flops": 10.0 * (100 + 100 + 3 * 100 + 100)}
+    z = evaluate.stage_compute(10.0, rows)  # 10 FLOPs per position sampled or scored, 30 per position trained
     line = evaluate.matched_compute(z, rows, budget=5000.0)[-1]
     assert "step 2 (0.00 TFLOP): 25.0%" in line and "step 3" in line and "step 4" not in line
+    line = evaluate.matched_compute(z, rows, budget=4999.0)[-1]  # step 3 spent 1000 + 1000 + 3 x 1000
+    assert "step 2" in line and "step 3" not in line
     assert "none" in evaluate.matched_compute(z, rows, budget=1999.0)[-1]
 
 
