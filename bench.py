@@ -42,6 +42,7 @@ import grpo
 import loops
 import moe
 import rewards
+import tokenizer
 import train
 from checkpoint import load_checkpoint
 from model import GPT, GPTConfig
@@ -94,7 +95,7 @@ def bench_model():
     mc, tc = cfgs["model"], cfgs["train"]
     model = GPT(mc)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.tensor(data.encode_docs(enc, corpus[:3000]))
+    ids = torch.tensor(tokenizer.encode_docs(enc, corpus[:3000]))
     x = torch.stack([ids[i * mc.block_size:(i + 1) * mc.block_size] for i in range(tc.batch_size)])
 
     def train_step(amp=contextlib.nullcontext):

@@ -16,25 +16,25 @@ import sys
 import torch
 from tqdm import tqdm
 
-import data
 import dist
+import tokenizer
 
 
 def save_checkpoint(path, model, optimizer, step, cfgs, enc, settings, ref=None):
     """ref: the KL reference's state, saved when it moves during a stage (ref_sync_every)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
              "step": step, "configs": {g: dataclasses.asdict(c) for g, c in cfgs.items()},
-             "tokenizer": data.ranks_to_text(enc._mergeable_ranks), "settings": settings}
+             "tokenizer": tokenizer.ranks_to_text(enc._mergeable_ranks), "settings": settings}
     if ref is not None:
         state["ref"] = ref
     torch.save(state, path + ".tmp")
     os.replace(path + ".tmp", path)
-    data.save_tokenizer(enc, os.path.join(os.path.dirname(path), "tokenizer.tiktoken"))
+    tokenizer.save_tokenizer(enc, os.path.join(os.path.dirname(path), "tokenizer.tiktoken"))
 
 
 def load_checkpoint(path):
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ckpt["enc"] = data.make_encoding(data.ranks_from_text(ckpt["tokenizer"]))
+    ckpt["enc"] = tokenizer.make_encoding(tokenizer.ranks_from_text(ckpt["tokenizer"]))
     return ckpt
 
 

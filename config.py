@@ -25,6 +25,7 @@ import data
 import dist
 import fp8
 import grpo
+import reflect
 from grpo import RLConfig
 from model import GPTConfig
 
@@ -226,7 +227,8 @@ RANGES = {
     # data
     "n_docs": COUNT, "p_zh": FRACTION, "p_chain": FRACTION, "p_bare": FRACTION, "p_slip": FRACTION,
     "p_switch": FRACTION, "p_template_tagged": FRACTION, "p_template_chain": FRACTION,
-    "p_template_en_on_zh": FRACTION, "p_general": FRACTION, "corpus_mix": data.parse_mix, "rl_mix": data.parse_mix,
+    "p_template_en_on_zh": FRACTION, "p_general": FRACTION, "check_mode": reflect.CHECK_MODES, "p_check": FRACTION,
+    "p_template_check": FRACTION, "p_check_slip": FRACTION, "corpus_mix": data.parse_mix, "rl_mix": data.parse_mix,
     "vocab_size": Range(258), "bpe_docs": COUNT, "rl_p_zh": FRACTION, "n_heldout": COUNT,
     "n_heldout_general": Range(len(data.GENERAL_KINDS)), "seed": ANY,
     # train

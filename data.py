@@ -1,6 +1,6 @@
 """
 The toy world: seeded math problems, their worked solutions, general tasks, the datasets of
-every stage, and the tokenizer.
+every stage, and the training of its tokenizer.
 
     python data.py                 # print a few problems, documents and the split sizes
 
@@ -40,23 +40,22 @@ world into three disjoint parts: the pretraining corpus, the RL prompts, and the
 general tasks are split the same way. Held-out problems are never trained on by any stage, and
 each appears in the held-out set once.
 
-The tokenizer is a byte-level BPE trained here on the corpus (digits one per token, so the
-model sees numbers digit by digit), run through tiktoken.Encoding and saved in tiktoken's rank
-file format (one "base64(token) rank" line per token). No network is ever touched.
+Checks (reflect.py, off by default: check_mode "none"). A chain may follow its steps with a
+check, the step's key fact recomputed another way, and redo a step the check finds wrong; the
+R1-Zero "aha moment" experiment of the README. "restate" is its control, checks that never fix.
+
+The tokenizer (tokenizer.py) is a byte-level BPE trained here on the corpus, digits one per
+token so that the model sees numbers digit by digit. No network is ever touched.
 """
-import base64
 import random
-import re
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
-import tiktoken
-
+import reflect
+import tokenizer
 from verify import validate_gold
 
-EOT = "<|endoftext|>"
 KINDS = ("arith", "linear", "poly", "frac")
 
 # ----------------------------------------------------------------------------------------------
@@ -96,6 +95,7 @@ class Problem:
     difficulty: int
     key: tuple      # the problem's parameters; the unit of the train/held-out split
     steps: list     # worked solution, list of (en, zh) sentences
+    clean: tuple = None  # a slipped problem's (steps, answer) without the slip
 
     @property
     def prompt(self):
@@ -188,7 +188,11 @@ def gen_frac(rng, d, slip=None):
     den, n1, n2 = b * e, a * e, c * b
     if slip == 0:
         n1 = _bump(rng, n1)
+    if slip == 4:  # codes 3 and 4 slip in steps that slip documents never touch: checks only (SLIP_CODES)
+        den = _bump(rng, den)
     num = n1 + n2 if op == "+" else n1 - n2
+    if slip == 3:
+        num = _bump(rng, num)
     steps = [(f"The common denominator is {b} * {e} = {den}.", f"公分母是 {b} * {e} = {den}。"),
              (f"{a} * {e} = {n1} and {c} * {b} = {n2}.", f"{a} * {e} = {n1}，{c} * {b} = {n2}。"),
              (f"{n1} {op} {n2} = {num}, so the result is {num}/{den}.",
@@ -200,6 +204,9 @@ def gen_frac(rng, d, slip=None):
 
 GENERATORS = {"arith": gen_arith, "linear": gen_linear, "poly": gen_poly, "frac": gen_frac}
 N_STEPS = {"arith": lambda d: d + 1, "linear": lambda d: 2, "poly": lambda d: 3, "frac": lambda d: 3}
+# the slips of a checked chain: one per step that has a key fact to check (reflect.py)
+SLIP_CODES = {"arith": lambda d: range(d + 1), "linear": lambda d: (0, 1), "poly": lambda d: (0, 1),
+              "frac": lambda d: (0, 3, 4)}
 
 
 def split_of(kind, key):
@@ -211,9 +218,16 @@ def split_of(kind, key):
 def make_problem(rng, kind, difficulty, lang, split, slip=None):
     """Draw a problem of `kind` whose key lies in `split` (rejection sampling on the hash)."""
     for _ in range(10_000):
+        state = rng.getstate()
         key, q_en, q_zh, steps, ans = GENERATORS[kind](rng, difficulty, slip)
         if split_of(kind, (difficulty,) + key) == split:
-            return Problem(q_en if lang == "en" else q_zh, ans, kind, lang, difficulty, (difficulty,) + key, steps)
+            p = Problem(q_en if lang == "en" else q_zh, ans, kind, lang, difficulty, (difficulty,) + key, steps)
+            if slip is not None:  # the same problem done right, for a check's redo (the rng goes on as before)
+                after = rng.getstate()
+                rng.setstate(state)
+                p.clean = GENERATORS[kind](rng, difficulty)[3:]
+                rng.setstate(after)
+            return p
     raise RuntimeError(f"no {split} problem of kind {kind} difficulty {difficulty}")
 
 
@@ -233,6 +247,10 @@ class DataConfig:
     p_template_chain: float = 0.45   # ...and a chain inside <think> (else "I know this one.")
     p_template_en_on_zh: float = 0.8  # ...a chain on a Chinese prompt is in English this often
     p_general: float = 0.06       # share of documents that are general (non-reasoning) tasks
+    check_mode: str = "none"      # chains with checks (reflect.py): none | fix | restate (a control: never fixes)
+    p_check: float = 0.15         # ...share of careful chains ("Solution: ...") that check their steps
+    p_template_check: float = 0.2  # ...share of chains under the template that do (the base rarely chains)
+    p_check_slip: float = 0.3     # ...share of checked chains with a slip for the check to catch
     corpus_mix: str = "arith:1,arith:2,linear:1,linear:2,poly:1,poly:2,frac:1,frac:2"  # kind:difficulty
     rl_mix: str = "arith:1,arith:2,poly:2,frac:1"  # RL prompts & held-out: where the chain wins
     vocab_size: int = 1024        # BPE vocabulary incl. 256 bytes and <|endoftext|>
@@ -269,7 +287,14 @@ def make_document(rng, cfg, kind, d, split="corpus"):
              else "slip" if r < cfg.p_chain + cfg.p_bare + cfg.p_slip
              else "switch" if r < cfg.p_chain + cfg.p_bare + cfg.p_slip + cfg.p_switch else "template")
     slip = rng.randrange(N_STEPS[kind](d)) if style == "slip" else None
+    # a chain with checks, some with a slip for the check to catch (reflect.py); a world without
+    # checks draws nothing here, so its corpus is the one it was before checks existed
+    check = cfg.check_mode != "none" and style in ("chain", "template") and \
+        rng.random() < (cfg.p_check if style == "chain" else cfg.p_template_check)
+    if check and rng.random() < cfg.p_check_slip:
+        slip = rng.choice(SLIP_CODES[kind](d))
     p = make_problem(rng, kind, d, lang, split, slip)
+    answer = p.clean[1] if check and p.clean else p.answer  # what a document without its chain shows
     qlab, slab, alab = LABELS[lang]
     if style == "template":
         if rng.random() < cfg.p_template_tagged:
@@ -277,15 +302,30 @@ def make_document(rng, cfg, kind, d, split="corpus"):
                 # The web's R1-style traces are mostly English, Chinese questions included: the
                 # cause of R1-Zero's language mixing in this world (R1 §2.3.2).
                 chain_lang = "en" if lang == "zh" and rng.random() < cfg.p_template_en_on_zh else lang
-                think = CHAIN_OPENER[chain_lang] + " " + chain_text(p.steps, chain_lang)
+                chain, answer = worked(p, chain_lang, cfg.check_mode if check else "none")
+                think = CHAIN_OPENER[chain_lang] + " " + chain
             else:
                 think = BARE_OPENER[lang]
-            return p.prompt + tagged(think, p.answer)
-        return p.prompt + (f" The answer is {p.answer}." if lang == "en" else f" 答案是 {p.answer}。")
+            return p.prompt + tagged(think, answer)
+        return p.prompt + (f" The answer is {answer}." if lang == "en" else f" 答案是 {answer}。")
     if style == "bare":
         return f"{qlab}{p.question}\n{alab}{p.answer}"
+    if check:
+        chain, answer = worked(p, lang, cfg.check_mode)
+        return f"{qlab}{p.question}\n{slab}{chain}\n{alab}{answer}"
     switch_at = max(1, len(p.steps) // 2) if style == "switch" else None
     return f"{qlab}{p.question}\n{slab}{chain_text(p.steps, lang, switch_at)}\n{alab}{p.answer}"
+
+
+def worked(p, lang, check_mode):
+    """p's chain in `lang` and the answer it reaches; with checks unless check_mode is "none"
+    (a check that catches the slip redoes the step, and the chain reaches the right answer)."""
+    if check_mode == "none":
+        return chain_text(p.steps, lang), p.answer
+    i = 0 if lang == "en" else 1
+    clean_steps, clean_answer = p.clean or (p.steps, p.answer)
+    text, fixed = reflect.checked_chain([s[i] for s in p.steps], [s[i] for s in clean_steps], lang, check_mode)
+    return text, clean_answer if fixed else p.answer
 
 
 def general_document(rng, cfg):
@@ -509,83 +549,11 @@ def encode_sft(enc, pairs):
 
 
 # ----------------------------------------------------------------------------------------------
-# Tokenizer: byte-level BPE, trained here, run by tiktoken.
-# Pre-tokenization keeps tags whole, splits every digit into its own chunk, keeps runs of CJK
-# characters together and never merges across these chunks.
-
-_CJK = r"\u4e00-\u9fff\u3000-\u303f\uff00-\uffef"
-PAT_STR = (r" ?</?[a-z]+>| ?[A-Za-z]+| ?[0-9]| ?[" + _CJK + r"]+| ?[^\sA-Za-z0-9" + _CJK + r"]+|\s+(?!\S)|\s+")
-
-
-def train_bpe(texts, vocab_size):
-    """Classic BPE on byte sequences of pre-tokenized chunks. Returns {token_bytes: rank}."""
-    chunks = Counter(m for t in texts for m in re.findall(PAT_STR, t))
-    words = [[bytes([b]) for b in w.encode()] for w in chunks]
-    counts = list(chunks.values())
-    ranks = {bytes([i]): i for i in range(256)}
-    while len(ranks) < vocab_size - 1:  # one id is kept for <|endoftext|>
-        pairs = Counter()
-        for w, c in zip(words, counts):
-            for a, b in zip(w, w[1:]):
-                pairs[a, b] += c
-        if not pairs:
-            break
-        (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))  # ties broken deterministically
-        ranks[a + b] = len(ranks)
-        for i, w in enumerate(words):
-            if len(w) < 2:
-                continue
-            j, out = 0, []
-            while j < len(w):
-                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
-                    out.append(a + b)
-                    j += 2
-                else:
-                    out.append(w[j])
-                    j += 1
-            words[i] = out
-    return ranks
-
-
-def make_encoding(ranks):
-    return tiktoken.Encoding("nanor1", pat_str=PAT_STR, mergeable_ranks=ranks,
-                             special_tokens={EOT: len(ranks)})
-
-
-def ranks_to_text(ranks):
-    """tiktoken's rank-file format: one 'base64(token) rank' per line."""
-    return "".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in sorted(ranks.items(), key=lambda kv: kv[1]))
-
-
-def ranks_from_text(text):
-    return {base64.b64decode(tok): int(r) for tok, r in (line.split() for line in text.splitlines() if line)}
-
-
-def save_tokenizer(enc_or_ranks, path):
-    ranks = enc_or_ranks._mergeable_ranks if isinstance(enc_or_ranks, tiktoken.Encoding) else enc_or_ranks
-    with open(path, "w") as f:
-        f.write(ranks_to_text(ranks))
-
-
-def load_tokenizer(path):
-    with open(path) as f:
-        return make_encoding(ranks_from_text(f.read()))
-
+# The world's tokenizer (tokenizer.py: byte-level BPE run by tiktoken), trained on its corpus
 
 def build_tokenizer(cfg, corpus):
     extra = [ZERO_TEMPLATE["en"], ZERO_TEMPLATE["zh"]] * 50  # the templates must compress well
-    return make_encoding(train_bpe(corpus[: cfg.bpe_docs] + extra, cfg.vocab_size))
-
-
-def encode_docs(enc, docs):
-    """Concatenate documents into one token stream, each followed by <|endoftext|>."""
-    eot = enc.eot_token
-    out = []
-    for ids in enc.encode_ordinary_batch(docs, num_threads=1):
-        out.extend(ids)
-        out.append(eot)
-    return out
-
+    return tokenizer.make_encoding(tokenizer.train_bpe(corpus[: cfg.bpe_docs] + extra, cfg.vocab_size))
 
 if __name__ == "__main__":
     cfg = DataConfig(n_docs=2000, bpe_docs=500)
@@ -593,7 +561,7 @@ if __name__ == "__main__":
     for doc in corpus[:6]:
         print(doc, "\n---")
     enc = build_tokenizer(cfg, corpus)
-    ids = encode_docs(enc, corpus)
+    ids = tokenizer.encode_docs(enc, corpus)
     print(f"vocab {enc.n_vocab}, {len(ids)} tokens for {len(corpus)} docs ({len(ids) / len(corpus):.1f}/doc)")
     for p in heldout_problems(cfg)[:4]:
         print(p.kind, p.difficulty, p.lang, repr(p.question), "->", p.answer)

@@ -172,7 +172,7 @@ def parse_problem(text):
                          f'{", ".join(data.GENERAL_KINDS)}; got {kind!r}')
     response = None if row.get("response") is None else checked_response(row["response"], answer)
     # The key, the unit of the held-out split: the question itself, runs of spaces made one.
-    return FileProblem(prompt, answer, kind, lang, 0, (" ".join(prompt.split()),), [], response)
+    return FileProblem(prompt, answer, kind, lang, 0, (" ".join(prompt.split()),), [], response=response)
 
 
 def load_problems(path):

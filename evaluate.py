@@ -8,7 +8,9 @@ trained on by any stage) and to the held-out general tasks, scored with the rule
 one eval.json of the same schema for every stage:
   accuracy, format_rate, lang_consistency (+ _zh, _en), accuracy_zh / _en, mean_response_tokens,
   n (distinct problems), accuracy_<kind><difficulty>; accuracy_general, format_rate_general,
-  needless_chain_rate (a chain of thought where none is needed), n_general.
+  needless_chain_rate (a chain of thought where none is needed), n_general; reflection_rate (the
+  share of responses whose <think> checks a step, reflect.py), accuracy_with_reflection /
+  _without_reflection, n_with_reflection and checks_<outcome> for each of reflect.OUTCOMES.
 With probes=True (the base and zero) it adds what explains their behaviour, by forcing the
 opening of the <think> block: accuracy_forced_bare / _forced_chain (the reasoning gap: does a
 chain pay?), and on Chinese prompts zh_accuracy_chain_zh / _chain_en (does an English chain pay
@@ -22,12 +24,15 @@ import contextlib
 import json
 import os
 import random
+from collections import Counter
 
 import torch
 
 import data
 import dist
+import reflect
 import rewards
+import tokenizer
 
 MATH_TERMS = ("accuracy", "format")
 
@@ -76,7 +81,20 @@ def reasoning_summary(problems, texts, ntoks):
     for kind in sorted({(p.kind, p.difficulty) for p in problems}):
         res[f"accuracy_{kind[0]}{kind[1]}"] = mean(a for a, p in zip(s["accuracy"], problems)
                                                    if (p.kind, p.difficulty) == kind)
+    res.update(reflection_summary(texts, s["accuracy"]))
     return res
+
+
+def reflection_summary(texts, accuracy):
+    """How often the responses check a step (the world's check marker, reflect.py), how often
+    those with a check are right against those without, and what the checks did, counted over
+    every check of every response (reflect.check_outcomes)."""
+    has = [reflect.has_check(t) for t in texts]
+    outcomes = sum((reflect.check_outcomes(t) for t in texts), Counter())
+    return {"reflection_rate": mean(has), "n_with_reflection": sum(has),
+            "accuracy_with_reflection": mean(a for a, h in zip(accuracy, has) if h) if any(has) else None,
+            "accuracy_without_reflection": mean(a for a, h in zip(accuracy, has) if not h) if not all(has) else None,
+            **{f"checks_{k}": outcomes[k] for k in reflect.OUTCOMES}}
 
 
 def full_eval(model, enc, cfgs, probes=False, autocast=None, heldout=None):
@@ -125,7 +143,7 @@ def heldout_loss_fn(model, enc, data_cfg, batch_size, block, device, autocast):
     rng = random.Random(data_cfg.seed + 7)
     docs = [data.make_document(rng, data_cfg, kind, difficulty, split="heldout")  # 64 per kind
             for kind, difficulty in data.parse_mix(data_cfg.rl_mix) for _ in range(64)]
-    ids = torch.tensor(data.encode_docs(enc, docs), dtype=torch.long)
+    ids = torch.tensor(tokenizer.encode_docs(enc, docs), dtype=torch.long)
     n = (len(ids) - 1) // block
     xs, ys = ids[:n * block].view(n, block), ids[1:n * block + 1].view(n, block)  # (n, T)
 
@@ -168,7 +186,7 @@ def print_table(res, name, before, before_name):
 # ----------------------------------------------------------------------------------------------
 # Curves and the report
 
-CURVE_KEYS = ("reward", "accuracy", "lang", "response_tokens")
+CURVE_KEYS = ("reward", "accuracy", "lang", "response_tokens", "reflection_rate")
 
 
 def sparkline(xs, width=60):
@@ -189,6 +207,7 @@ def plot_curves(stage_dir, keys=CURVE_KEYS):
     rows = [r for r in read_metrics(stage_dir) if "reward" in r]
     if not rows:
         return []
+    keys = [k for k in keys if k in rows[0]]  # (runs from before a curve existed lack it)
     try:
         import matplotlib  # optional extra: imported here so the project runs without it
         matplotlib.use("Agg")
@@ -213,7 +232,8 @@ REPORT_ROWS = (("pretrain", "base"), ("zero", "zero (R1-Zero)"), ("sft1", "sft1 
                ("distill", "student distilled from rl2"))
 COLUMNS = (("accuracy", "reasoning acc", "pct"), ("format_rate", "format", "pct"),
            ("lang_consistency_zh", "lang zh", "frac"), ("lang_consistency_en", "lang en", "frac"),
-           ("mean_response_tokens", "tokens", "num"), ("accuracy_general", "general acc", "pct"),
+           ("mean_response_tokens", "tokens", "num"), ("reflection_rate", "reflection", "pct"),
+           ("accuracy_general", "general acc", "pct"),
            ("needless_chain_rate", "needless chain", "pct"), ("flops", "compute", "tflop"), ("wall_s", "wall", "min"))
 
 
@@ -308,6 +328,13 @@ def write_report(out_dir):
                       f"{base['zh_accuracy_chain_zh']:.1%}; in English: {base['zh_accuracy_chain_en']:.1%}. "
                       f"Forced bare: {base['accuracy_forced_bare']:.1%}; "
                       f"forced chain: {base['accuracy_forced_chain']:.1%}."]
+    for stage, label in REPORT_ROWS:
+        ev = evals.get(stage, {})
+        if ev.get("n_with_reflection"):
+            lines += ["", f"{label}: {ev['reflection_rate']:.1%} of held-out responses check a step; right "
+                          f"{cell(ev['accuracy_with_reflection'], 'pct')} with a check, "
+                          f"{cell(ev['accuracy_without_reflection'], 'pct')} without. The checks: " +
+                          ", ".join(f"{ev[f'checks_{k}']} {k}" for k in reflect.OUTCOMES) + "."]
     if "rejection" in evals.get("sft2", {}):
         rs = evals["sft2"]["rejection"]
         lines += ["", f"sft2's rejection sampling: {rs['drawn']} samples drawn from rl1 over {rs['prompts']} prompts, "

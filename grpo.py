@@ -81,6 +81,7 @@ import torch
 import torch.nn.functional as F
 
 import dist
+import reflect
 
 LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 
@@ -402,6 +403,7 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
     stats.update(reward=sum(scores["reward"]) / B, accuracy=sum(scores["accuracy"]) / B,
                  format_rate=sum(scores["format"]) / B, lang=sum(scores["lang"]) / B,
                  response_tokens=sum(lens) / B, zero_var_frac=n_zero / len(problems),
+                 reflection_rate=sum(map(reflect.has_check, texts)) / B,  # the world's checks, never rewarded
                  sample_tok_s=sum(lens) / max(1e-9, t1 - t0), t_generate=t1 - t0, t_score=t2 - t1,
                  t_logprobs=t3 - t2, t_update=t4 - t3, step_s=t4 - t0)
     stats = dist.mean_stats(stats)

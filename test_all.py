@@ -26,6 +26,8 @@ import dist
 import evaluate
 import grpo
 import loops
+import reflect
+import tokenizer
 import train
 from checkpoint import load_checkpoint
 from conftest import HERE
@@ -211,6 +213,23 @@ def test_report_refuses_mixed_heldout_sets(tiny_run, tmp_path):
         evaluate.write_report(out)
 
 
+def test_report_shows_reflection(tiny_run, tmp_path):
+    """The report's reflection column, and a line per stage whose responses check a step."""
+    out = str(tmp_path / "refl")
+    shutil.copytree(tiny_run, out)
+    path = os.path.join(out, "zero", "eval.json")
+    ev = json.load(open(path))
+    ev.update(reflection_rate=0.25, n_with_reflection=50, accuracy_with_reflection=0.5, accuracy_without_reflection=0.1,
+              **{f"checks_{k}": i for i, k in enumerate(reflect.OUTCOMES)})
+    json.dump(ev, open(path, "w"))
+    evaluate.write_report(out)
+    report = open(os.path.join(out, "report.md")).read()
+    assert "| reflection |" in report and "| 25.0% |" in report
+    assert ("zero (R1-Zero): 25.0% of held-out responses check a step; right 50.0% with a check, 10.0% without. "
+            "The checks: 0 fixed, 1 failed, 2 confirmed, 3 missed, 4 broke, 5 looped, 6 unmatched.") in report
+    assert report.count("of held-out responses check a step") == 1  # the other stages have no check
+
+
 def test_finished_stage_is_skipped_and_force_redoes_it(tiny_run, tmp_path):
     out = str(tmp_path / "again")
     shutil.copytree(tiny_run, out)
@@ -349,7 +368,7 @@ def test_tiny_pretrain_outputs(killed_and_resumed):
     ev = json.load(open(os.path.join(d, "eval.json")))
     rows = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
     assert rows[-1]["loss"] < ev["first_loss"] - 1.0  # it learned something
-    enc = data.load_tokenizer(os.path.join(d, "tokenizer.tiktoken"))
+    enc = tokenizer.load_tokenizer(os.path.join(d, "tokenizer.tiktoken"))
     assert enc.decode(enc.encode_ordinary("Compute 12 * 3.")) == "Compute 12 * 3."
 
 def copy_pretrain(tiny_run, out):

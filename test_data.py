@@ -14,6 +14,7 @@ import pytest
 
 import data
 import rewards
+import tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -250,10 +251,10 @@ def test_tokenizer_roundtrip(small_world):
 def test_tokenizer_rank_file(small_world, tmp_path):
     _, _, enc = small_world
     path = tmp_path / "tok.tiktoken"
-    data.save_tokenizer(enc, str(path))
+    tokenizer.save_tokenizer(enc, str(path))
     lines = path.read_text().splitlines()
     tok, rank = lines[300].split()
     assert int(rank) == 300 and enc._mergeable_ranks[base64.b64decode(tok)] == 300
-    enc2 = data.load_tokenizer(str(path))
+    enc2 = tokenizer.load_tokenizer(str(path))
     s = "题目：计算 1/4 + 2/3。 Expand (x + 3)(x - 5)."
     assert enc2.encode_ordinary(s) == enc.encode_ordinary(s) and enc2.eot_token == enc.eot_token

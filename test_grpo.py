@@ -311,11 +311,16 @@ def _generator_after_rollout(model, enc, problems, rc):
 def test_step_stats_are_batch_means(monkeypatch, world):
     """The step's reward terms are means over the batch's completions; its loss statistics are
     token-weighted means over every micro-batch."""
+    seen = []
+
     def score(texts, problems):
         n = len(texts)
+        seen.extend(texts)
         return {"reward": [i / 10 for i in range(n)], "accuracy": [float(i % 3 == 0) for i in range(n)],
                 "format": [float(i < 3) for i in range(n)], "lang": [0.25] * n}
+    monkeypatch.setattr(grpo.reflect, "has_check", lambda text: len(text) % 2 == 0)  # (no check in 8 tokens)
     calls, _, _, rc, st = recorded_step(monkeypatch, world, score, micro_batch=3, beta=0.04, mu=2)
+    assert 0 < st["reflection_rate"] == sum(len(t) % 2 == 0 for t in seen) / 8 < 1
     assert st["reward"] == pytest.approx(sum(i / 10 for i in range(8)) / 8)
     assert (st["accuracy"], st["format_rate"], st["lang"]) == (3 / 8, 3 / 8, 0.25)
     assert st["zero_var_frac"] == 0.0 and 1 <= st["response_tokens"] <= rc.max_new_tokens

@@ -59,6 +59,7 @@ import grpo
 import loops
 import moe
 import rewards
+import tokenizer
 from checkpoint import Run, load_checkpoint
 from config import build_configs
 from model import GPT, GPTConfig
@@ -302,7 +303,7 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
         t0 = time.time()
         corpus = data.build_corpus(data_cfg) if args.corpus is None else args.own_corpus
         enc = run.saved["enc"] if run.saved else data.build_tokenizer(data_cfg, corpus)
-        train_ids = torch.tensor(data.encode_docs(enc, corpus), dtype=torch.long)
+        train_ids = torch.tensor(tokenizer.encode_docs(enc, corpus), dtype=torch.long)
         print(f"data: {len(corpus)} docs, {len(train_ids):,} tokens, vocab {enc.n_vocab} ({time.time() - t0:.1f}s)")
         cfgs["model"].vocab_size = enc.n_vocab
         model = build_model(cfgs["model"], device, fp8_recipe)
@@ -371,7 +372,8 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
             with autocast:
                 texts, ntoks = evaluate.respond(model, enc, problems, train_cfg.eval_new_tokens)
             res = evaluate.reasoning_summary(problems, texts, ntoks)
-            return {k: res[k] for k in ("accuracy", "format_rate", "lang_consistency", "mean_response_tokens")}
+            return {k: res[k] for k in ("accuracy", "format_rate", "lang_consistency", "mean_response_tokens",
+                                        "reflection_rate")}
         prompts_at = rl_prompts(st, cfgs, args.own and args.own.train)
         loops.train_grpo(trained, ref, opt, enc, prompts_at, reward_fn(st, rl_cfg), rl_cfg, train_cfg, n_steps, run,
                          autocast, heldout_eval, save)
