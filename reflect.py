@@ -42,7 +42,16 @@ INVERSE = {"+": "-", "-": "+", "/": "*"}  # a sum is undone by a difference, and
 
 # "40x + 6x = 46x", "-6 * -1 = 6", "58 / 2 = 29": (x, op, y, z) and the variable suffix
 FACT = re.compile(r"(-?\d+)(x?) ([-+*/]) (-?\d+)x? = (-?\d+)x?")
-CHECK_RE = re.compile(r"(?:Check:|验算：) ?" + FACT.pattern + r"(?:, against |，对照 )?(?:-?\d+x?)?(: wrong|：错)?")
+
+
+def _any(strings, group="?:"):
+    return f"({group}" + "|".join(map(re.escape, strings)) + ")"
+
+
+# a check as the world writes it, its parts optional so that a model's half-written check is read too;
+# group 6 is the "wrong" verdict, None when the check agreed
+CHECK_RE = re.compile(_any(CHECK.values()) + " ?" + FACT.pattern + _any(AGAINST.values()) + r"?(?:-?\d+x?)?"
+                      + _any((v[1] for v in VERDICT.values()), group="") + "?")
 
 
 def true_value(x, op, y):

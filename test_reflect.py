@@ -53,6 +53,11 @@ def test_a_check_catches_each_slip_and_redoes_it(kind, d):
                 assert data.worked(p, "en", "fix")[0] == data.worked(data.Problem(**{**vars(p), "clean": None}),
                                                                      "en", "fix")[0]
                 continue
+            # the clean problem is this one done right: every key fact true (a slip may leave the answer:
+            # 66 // 8 is 8 as 64 // 8 is, gen_linear)
+            for s in clean_steps:
+                fact = reflect.first_fact(s[0])
+                assert fact is None or reflect.true_value(*fact[:3]) == fact[3]
             text, answer = data.worked(p, "en", "fix")
             assert answer == clean_answer
             assert text.count(": wrong") == 1 and text.count("Redo:") == 1

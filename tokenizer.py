@@ -1,7 +1,7 @@
 """
 The tokenizer: a byte-level BPE trained here (on the toy world's corpus, data.build_tokenizer)
 and run by tiktoken, saved in tiktoken's own rank-file format (one "base64(token) rank" line per
-token) beside every checkpoint. tiktoken's get_encoding() would download its files; this one
+token) beside every checkpoint. tiktoken's ready-made encodings are downloaded when first used; this one
 never touches the network.
 
     python tokenizer.py            # train a small BPE on a few sentences and show a round trip
