@@ -397,15 +397,17 @@ def bench_grpo(steps=6):
     res = {"grpo.step_s": st["step_s"], "grpo.generate_frac": st["t_generate"] / st["step_s"],
            "grpo.score_frac": st["t_score"] / st["step_s"], "grpo.logprob_frac": st["t_logprobs"] / st["step_s"],
            "grpo.update_frac": st["t_update"] / st["step_s"], "grpo.sample_tok_s": st["sample_tok_s"]}
-    # Work per step, from the config: sampling (prefill, then each new token over its context),
-    # then a forward per scoring pass (reference; old policy when mu > 1) and forward + backward
-    # (3x) over every prompt + completion token.
-    B, P, R = rc.prompts_per_step * rc.group_size, statistics.mean(prompt_lens), st["response_tokens"]
+    # Work per step, from the config: each distinct prompt once (sampling's prefill, and each
+    # scoring pass's), every completion token over its prompt and its own past; sampling is one
+    # forward, then a forward per scoring pass (reference; old policy when mu > 1) and forward +
+    # backward (3x) for the update.
+    U, B, P, R = rc.prompts_per_step, rc.prompts_per_step * rc.group_size, statistics.mean(prompt_lens), \
+        st["response_tokens"]
     f = model.flops_per_token
-    passes = 3 + (rc.beta > 0) + (rc.mu > 1 or rc.n_minibatches > 1)
-    sample_flops = B * (P * f(P / 2) + R * f(P + R / 2))
-    step_flops = sample_flops + passes * B * (P + R) * f((P + R) / 2)
-    res["grpo.sample_peak_frac"] = B * R * f(P + R / 2) / st["t_generate"] / gemm_peak()
+    passes = 1 + 3 + (rc.beta > 0) + (rc.mu > 1 or rc.n_minibatches > 1)
+    sample_flops = U * P * f(P / 2) + B * R * f(P + R / 2)
+    step_flops = passes * sample_flops
+    res["grpo.sample_peak_frac"] = sample_flops / st["t_generate"] / gemm_peak()
     res["grpo.step_peak_frac"] = step_flops / st["step_s"] / gemm_peak()
     model.eval()  # the same rollout without the KV cache: the cost the cache saves
     prompts = [enc.encode_ordinary(p.prompt) for p in problems for _ in range(rc.group_size)]

@@ -85,7 +85,7 @@ PRESETS = {
     "cpu": dict(n_routed_experts=8, max_iters=550, warmup_iters=50, eval_every=110, ckpt_every=110),
     "gpu": dict(n_layer=8, n_embd=512, n_head=8, n_kv_head=4, mlp_hidden=1536, block_size=512,
                 n_routed_experts=16, moe_hidden=256, n_docs=400_000, batch_size=64, max_iters=5000,
-                lr=1e-3, prompts_per_step=64, group_size=16, rs_prompts=8000),
+                lr=1e-3, prompts_per_step=64, group_size=16, micro_batch=64, rs_prompts=8000),
 }
 UNSET = {("model", "vocab_size")}  # set by the tokenizer, not a flag (--vocab_size is the BPE's target)
 

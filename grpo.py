@@ -56,11 +56,17 @@ has the measurement). DAPO's overlong filtering (mask truncated completions) is
 `completion_mask(..., mask_truncated=True)`, which `pack` applies.
 
 Where the time goes (bench.py grpo). A step samples, scores and updates, and each part is
-cut to the tokens that matter, without changing a value: generation drops finished rows from
-the decode batch (model.generate); scoring sorts rows by length into micro-batches trimmed to
-their own longest row (causal attention: a row's log-probs never see the columns after it), and
-runs the output head and one log-softmax (log-probs and entropy together) on completion
-positions only, not on prompts and padding; with mu = 1 the old policy's forward is skipped.
+cut to the tokens that matter, without changing a value. The G completions of a prompt share
+its tokens, so every forward computes each distinct prompt once: sampling prefills it once
+(model.generate), and scoring runs it once (`prefill`) and lets each of its rows read its keys
+and values (`completion_logprobs`), which halves the positions a pass runs at this size.
+Generation drops finished rows from the decode batch; scoring sorts rows by completion length
+into micro-batches trimmed to their own longest row and runs the output head and one
+log-softmax (log-probs and entropy together) on completion positions only; with mu = 1 the
+old policy's forward is skipped. The update keeps micro-batches: each reads detached copies of
+the prompts' keys and values, where its gradients pile up, and the last micro-batch carries
+them back through the prefill inside its own backward, so that one backward (DDP's
+all-reduce) covers every gradient.
 
 Where this code deliberately differs from the paper:
 - R1 eq. 1 writes the ratio per whole output; we use per-token ratios and clipping, as in
@@ -76,12 +82,14 @@ Where this code deliberately differs from the paper:
 import copy
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 import dist
 import reflect
+from model import KVCache
 
 LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 
@@ -100,7 +108,7 @@ class RLConfig:
     rl_warmup: int = 5            # linear warmup steps of the policy learning rate
     mu: int = 1                   # inner passes over each batch of rollouts (R1: 1)
     n_minibatches: int = 1        # optimizer steps per pass
-    micro_batch: int = 64         # sequences per forward/backward (grad accumulation; similar lengths)
+    micro_batch: int = 16         # sequences per forward/backward (grad accumulation; similar lengths)
     clip_eps: float = 0.2         # PPO clip (R1 §2.2.1)
     clip_eps_high: float = 0.0    # DAPO clip-higher upper bound (0 = same as clip_eps)
     beta: float = 0.01            # KL weight to the reference (R1 eq. 1); 0 skips the reference
@@ -229,7 +237,8 @@ def token_logprobs(logits, targets, temperature=1.0, with_entropy=False):
     the temperature you sampled with, or the ratio and KL measure the wrong policy.
     with_entropy also returns the entropy of that distribution (no grad), from the same softmax."""
     # fp32: bf16 log-probs are too coarse for a ratio that should be exactly 1 at the first update
-    logp_all = F.log_softmax(logits.float() / temperature, dim=-1)
+    logits = logits.float() if temperature == 1 else logits.float() / temperature  # x / 1 == x: skip the pass
+    logp_all = F.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
         return logp
@@ -268,54 +277,98 @@ def rollout(model, enc, problems, cfg, generator=None):
     return prompts, completions
 
 
+class Rollouts(NamedTuple):
+    """A batch of rollouts laid out for scoring (`pack`). The G completions of a prompt share
+    its tokens, so each distinct prompt is computed once (`prefill`) and its keys and values are
+    read by each of its rows. A completion's first token is predicted at its prompt's last
+    token, so the prompt is split there: the context is the prompt but its last token."""
+    context: torch.Tensor  # (U, P) each distinct prompt but its last token, left-padded with eot
+    ctx_valid: torch.Tensor  # (U, P) bool: which context columns are real tokens
+    group: torch.Tensor    # (B,) the context row each rollout continues
+    ids: torch.Tensor      # (B, T) the prompt's last token, then the completion but its last, right-padded
+    pos: torch.Tensor      # (B, T) their positions: column j of row i is at len(prompt_i) - 1 + j
+    targets: torch.Tensor  # (B, T) the completion: the token that column j predicts, right-padded
+    mask: torch.Tensor     # (B, T) which targets are trained (completion_mask)
+    lengths: torch.Tensor  # (B,) len(completion_i): the real columns of row i
+
+
 def pack(prompts, completions, eot, device, mask_truncated=False):
-    """Right-padded prompt+completion rows for scoring. Returns ids (B, L), the targets of the
-    completion positions (B, L-1) and their mask (B, L-1): logits at column t predict token t+1,
-    so completion token j of row i sits at target column len(prompt_i) - 1 + j. The mask is
-    completion_mask's, moved to those columns."""
-    B, L = len(prompts), max(len(p) + len(c) for p, c in zip(prompts, completions))
-    T = max(len(c) for c in completions)
-    # eot padding is safe for completion_mask: a row cut at the budget (no eot) is the longest
-    comp = torch.tensor([c + [eot] * (T - len(c)) for c in completions], dtype=torch.long)  # (B, T)
-    comp_mask = completion_mask(comp, eot, mask_truncated)  # (B, T)
-    ids = torch.full((B, L), eot, dtype=torch.long)
-    targets = torch.full((B, L - 1), eot, dtype=torch.long)
-    mask = torch.zeros(B, L - 1)
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        ids[i, :len(p) + len(c)] = torch.tensor(p + c)
-        targets[i, len(p) - 1:len(p) - 1 + len(c)] = comp[i, :len(c)]
-        mask[i, len(p) - 1:len(p) - 1 + len(c)] = comp_mask[i, :len(c)]
-    return ids.to(device), targets.to(device), mask.to(device)
+    """Rollouts (prompt and completion token lists, the G of a prompt adjacent or not) laid out
+    for scoring; see Rollouts. The mask is completion_mask's."""
+    B, T = len(prompts), max(len(c) for c in completions)
+    first = {}
+    of = [first.setdefault(tuple(p), len(first)) for p in prompts]   # (B,) each row's distinct prompt
+    distinct = list(first)
+    P = max(len(p) - 1 for p in distinct)
+    context = torch.full((len(distinct), P), eot, dtype=torch.long)
+    ctx_valid = torch.zeros(len(distinct), P, dtype=torch.bool)
+    for u, p in enumerate(distinct):
+        context[u, P - len(p) + 1:], ctx_valid[u, P - len(p) + 1:] = torch.tensor(p[:-1], dtype=torch.long), True
+    targets = torch.tensor([c + [eot] * (T - len(c)) for c in completions], dtype=torch.long)  # (B, T)
+    ids = torch.cat([torch.tensor([p[-1] for p in prompts])[:, None], targets[:, :-1]], dim=1)
+    pos = torch.tensor([len(p) - 1 for p in prompts])[:, None] + torch.arange(T)
+    lengths = torch.tensor([len(c) for c in completions])
+    mask = completion_mask(targets, eot, mask_truncated) * (torch.arange(T) < lengths[:, None])  # not the padding
+    return Rollouts(*(t.to(device) for t in (context, ctx_valid, torch.tensor(of), ids, pos, targets, mask)), lengths)
+
+
+def prefill(model, r):
+    """The keys and values of every distinct prompt's context, per layer [k, v, k, v, ...], each
+    (U, Hkv, P, D): one forward over U prompts instead of B rows. Part of the graph under grad."""
+    c, (U, P) = model.cfg, r.context.shape
+    caches = [KVCache(U, c.n_kv_head, P, c.n_embd // c.n_head, r.ids.device, model.tok_emb.weight.dtype)
+              for _ in range(c.n_layer)]
+    if P:
+        cols = torch.arange(P, device=r.ids.device)
+        causal = cols[None, :] <= cols[:, None]                     # (P, P)
+        # a padding column sees itself, so that no softmax row is empty; real tokens never see it
+        mask = (causal[None] & r.ctx_valid[:, None, :]) | torch.eye(P, dtype=torch.bool, device=cols.device)
+        pos = (cols[None, :] - (~r.ctx_valid).sum(1, keepdim=True)).clamp(min=0)  # (U, P)
+        model(r.context, pos=pos, mask=mask.unsqueeze(1), caches=caches)
+    return [t for cache in caches for t in (cache.k, cache.v)]
 
 
 def micro_batches(rows, lengths, size):
     """Split `rows` (1-D) into micro-batches of up to `size` rows of similar length, each with the
-    longest real length among its rows: scored on ids[rows, :length], its padding columns are
-    never computed. Causal attention makes every row's log-probs independent of the columns
-    after it, so the trim changes no value."""
+    longest real length among its rows: scored on columns :length, the padding columns after
+    it are never computed. Causal attention makes every row's log-probs independent of the
+    columns after it, so the trim changes no value."""
     rows = rows[lengths[rows].argsort(stable=True)]
     return [(r, int(lengths[r].max())) for r in rows.split(size)]
 
 
-def completion_logprobs(model, ids, targets, mask, temperature, with_entropy=False):
-    """Log-probs of the completion tokens (B, T-1), scored where the mask is set and 0 elsewhere,
-    from ids (B, T); with_entropy adds the sampling distribution's entropy there (no grad).
-    The output head and one log-softmax run on completion positions only (model's `select`):
-    prompt and padding positions cost no vocabulary-sized work."""
-    sel = mask > 0                                                  # (B, T-1)
-    logits, _ = model(ids[:, :-1], select=sel)                      # (N, V)
-    scored = token_logprobs(logits, targets[sel], temperature, with_entropy)
-    put = lambda x: mask.new_zeros(mask.shape).masked_scatter(sel, x)  # (N,) -> (B, T-1)
+def completion_logprobs(model, r, rows, n, kv, temperature, with_entropy=False):
+    """Log-probs (b, n) of the completion tokens of these rows (their first n columns), scored
+    where the mask is set and 0 elsewhere, reading their prompts' keys and values from kv
+    (prefill's). with_entropy adds the sampling distribution's entropy there (no grad). The
+    output head and one log-softmax run on completion positions only (model's `select`)."""
+    g, b = r.group[rows], len(rows)
+    caches = [KVCache.after(k[g], v[g], n) for k, v in zip(kv[::2], kv[1::2])]  # (b, Hkv, P + n, D)
+    q = torch.arange(n, device=g.device)
+    causal = (q[None, :] <= q[:, None]).expand(b, n, n)             # (b, n, n) among the completion's own
+    mask = torch.cat([r.ctx_valid[g][:, None, :].expand(b, n, -1), causal], dim=2).unsqueeze(1)  # (b, 1, n, P + n)
+    m = r.mask[rows, :n]
+    sel = m > 0
+    logits, _ = model(r.ids[rows, :n], pos=r.pos[rows, :n], mask=mask, caches=caches, select=sel)  # (N, V)
+    scored = token_logprobs(logits, r.targets[rows, :n][sel], temperature, with_entropy)
+    put = lambda x: m.new_zeros(m.shape).masked_scatter(sel, x)    # (N,) -> (b, n)
     return tuple(map(put, scored)) if with_entropy else put(scored)
 
 
-def sequence_logprobs(model, ids, targets, mask, temperature, micro_batch, lengths):
-    """completion_logprobs (B, L-1) of every row, no grad, in length-sorted trimmed micro-batches."""
-    out = mask.new_zeros(mask.shape)
+def sequence_logprobs(model, r, temperature, micro_batch):
+    """completion_logprobs (B, T) of every row, no grad, in length-sorted trimmed micro-batches."""
+    out = r.mask.new_zeros(r.mask.shape)
     with torch.no_grad():
-        for r, n in micro_batches(torch.arange(ids.shape[0]), lengths, micro_batch):
-            out[r, :n - 1] = completion_logprobs(model, ids[r, :n], targets[r, :n - 1], mask[r, :n - 1], temperature)
+        kv = prefill(model, r)
+        for rows, n in micro_batches(torch.arange(len(r.lengths)), r.lengths, micro_batch):
+            out[rows, :n] = completion_logprobs(model, r, rows, n, kv, temperature)
     return out
+
+
+def positions(prompts, completions):
+    """Positions that sampling runs through the model: each distinct prompt once (its prefill),
+    then every completion token."""
+    return sum(map(len, set(map(tuple, prompts)))) + sum(map(len, completions))
 
 
 def sample_and_score(model, enc, problems, cfg, score_fn, generator):
@@ -336,7 +389,7 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
 
     # ---- 1. rollouts: G completions per prompt, one batched generate with the KV cache
     prompts, comps, texts, scores = sample_and_score(policy, enc, problems, cfg, score_fn, generator)
-    sampled = sum(len(p) + len(c) for p, c in zip(prompts, comps))  # positions run through the model
+    sampled = positions(prompts, comps)  # positions run through the model
     t1 = time.time()
 
     # ---- 2. rule rewards and group-relative advantages (R1 eq. 3)
@@ -347,7 +400,7 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
         rows = [i for g in range(len(problems)) if keep[g] for i in range(g * G, (g + 1) * G)]
         new_prompts, new_comps, new_texts, new_scores = sample_and_score(policy, enc, refill(n_zero), cfg, score_fn,
                                                                          generator)
-        sampled += sum(len(p) + len(c) for p, c in zip(new_prompts, new_comps))
+        sampled += positions(new_prompts, new_comps)
         prompts = [prompts[i] for i in rows] + new_prompts
         comps = [comps[i] for i in rows] + new_comps
         texts = [texts[i] for i in rows] + new_texts
@@ -357,15 +410,14 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
     t2 = time.time()
 
     # ---- 3. old-policy and reference log-probs, computed once per batch of rollouts
-    ids, targets, mask = pack(prompts, comps, enc.eot_token, dev, cfg.mask_truncated)
-    B = ids.shape[0]
-    lengths = torch.tensor([len(p) + len(c) for p, c in zip(prompts, comps)])  # (B,) real tokens per row
+    r = pack(prompts, comps, enc.eot_token, dev, cfg.mask_truncated)
+    B = len(r.lengths)
+    scored = int(r.ctx_valid.sum() + r.lengths.sum())  # positions a scoring pass runs: each prompt once
     # With one pass and one minibatch the policy that sampled is the policy being updated, so
     # old == current exactly and its forward pass is skipped (ratio == 1: REINFORCE with a baseline).
     single = cfg.mu == 1 and cfg.n_minibatches == 1
-    score = lambda m: sequence_logprobs(m, ids, targets, mask, cfg.temperature, cfg.micro_batch, lengths)
-    old = None if single else score(policy)
-    ref = score(ref_model) if cfg.beta > 0 else None
+    old = None if single else sequence_logprobs(policy, r, cfg.temperature, cfg.micro_batch)
+    ref = sequence_logprobs(ref_model, r, cfg.temperature, cfg.micro_batch) if cfg.beta > 0 else None
     t3 = time.time()
 
     # ---- 4. mu passes of minibatch updates on the clipped objective
@@ -375,18 +427,27 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
         order = torch.randperm(B, generator=generator)
         for minibatch in order.chunk(cfg.n_minibatches):
             # DDP averages gradients over the N ranks, so each normalises by 1/N of the total
-            n_tokens = dist.total(mask[minibatch].sum()) / dist.world()
-            micros = micro_batches(minibatch, lengths, cfg.micro_batch)
+            n_tokens = dist.total(r.mask[minibatch].sum()) / dist.world()
+            # The prompts run once; the micro-batches read detached copies of their keys and
+            # values, where gradients pile up, and the last one carries those back through the
+            # prefill in its own backward (the surrogate term, whose gradient is exactly them):
+            # one backward with DDP's gradient all-reduce covers everything.
+            kv = prefill(policy, r)
+            leaves = [t.detach().requires_grad_() for t in kv]
+            micros = micro_batches(minibatch, r.lengths, cfg.micro_batch)
             for j, (micro, n) in enumerate(micros):
-                with dist.no_sync(model, last=j == len(micros) - 1):
-                    m = mask[micro, :n - 1]
-                    logp, entropy = completion_logprobs(model, ids[micro, :n], targets[micro, :n - 1], m,
+                last = j == len(micros) - 1
+                with dist.no_sync(model, last):
+                    m = r.mask[micro, :n]
+                    logp, entropy = completion_logprobs(model, r, micro, n, kv if last else leaves,
                                                         cfg.temperature, with_entropy=True)
-                    loss, st = grpo_loss(logp, logp.detach() if old is None else old[micro, :n - 1],
-                                         None if ref is None else ref[micro, :n - 1], adv[micro], m,
+                    loss, st = grpo_loss(logp, logp.detach() if old is None else old[micro, :n],
+                                         None if ref is None else ref[micro, :n], adv[micro], m,
                                          clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high or None,
                                          beta=cfg.beta, loss_agg=cfg.loss_agg, max_tokens=cfg.max_new_tokens,
                                          n_seqs=len(minibatch), n_tokens=n_tokens, entropy=entropy)
+                    if last:
+                        loss = loss + sum((t * leaf.grad).sum() for t, leaf in zip(kv, leaves) if leaf.grad is not None)
                     loss.backward()
                 for k in agg:  # token-weighted, so the step's stats are per token of the whole batch
                     agg[k] += st.get(k, 0.0) * (st["tokens"] if k != "tokens" else 1.0)
@@ -398,8 +459,8 @@ def grpo_step(model, ref_model, opt, enc, problems, cfg, score_fn, generator=Non
     lens = [len(c) for c in comps]
     # the positions each phase ran through the model, for the compute of a stage (train.py)
     stats.update(tokens_sampled=sampled,
-                 tokens_scored=int(lengths.sum()) * ((old is not None) + (ref is not None)),
-                 tokens_trained=int(lengths.sum()) * cfg.mu)
+                 tokens_scored=scored * ((old is not None) + (ref is not None)),
+                 tokens_trained=scored * cfg.mu)
     stats.update(reward=sum(scores["reward"]) / B, accuracy=sum(scores["accuracy"]) / B,
                  format_rate=sum(scores["format"]) / B, lang=sum(scores["lang"]) / B,
                  response_tokens=sum(lens) / B, zero_var_frac=n_zero / len(problems),
@@ -424,14 +485,14 @@ def rejection_sample(model, enc, problems, n_samples, max_new_tokens, temperatur
     """Rejection sampling (R1 §2.3.3): n_samples completions per problem; keep those that
     `rejection_reason` passes, without duplicates per problem. Returns the kept (problem,
     completion text) pairs and the counts of what was drawn, kept and dropped why, with the
-    positions the sampler ran through the model (`tokens`: prompt + completion, every draw)."""
+    positions the sampler ran through the model (`tokens`: `positions` of every batch of draws)."""
     cfg = RLConfig(group_size=n_samples, max_new_tokens=max_new_tokens, temperature=temperature)
     kept, seen, tokens = [], set(), 0
     dropped = {why: 0 for why in ("cut off", "format", "wrong", "mixed language", "needless chain", "duplicate")}
     for i in range(0, len(problems), batch):
         chunk = problems[i:i + batch]
         prompts, comps, texts, s = sample_and_score(model, enc, chunk, cfg, score_fn, generator)
-        tokens += sum(len(p) + len(c) for p, c in zip(prompts, comps))
+        tokens += positions(prompts, comps)
         for j, (c, text) in enumerate(zip(comps, texts)):
             problem = chunk[j // n_samples]
             why = rejection_reason(enc.eot_token in c, {k: s[k][j] for k in ("format", "accuracy", "lang", "needless")})

@@ -6,9 +6,10 @@ The transformer: a small DeepSeek-V3-style decoder (dense or MoE MLPs) with a KV
 Pieces: token embedding (tied with the output head), rotary position embeddings, RMSNorm,
 grouped-query causal attention through scaled_dot_product_attention, pre-norm blocks whose MLP
 is a SwiGLU or a DeepSeekMoE layer (moe.py), and `generate()`, which samples a batch of prompts
-of different lengths with a KV cache; rows that finish leave the batch. Training and sampling
-run the same forward: a sampling step is a forward over the new tokens with the cache holding
-the past.
+of different lengths with a KV cache: identical prompts are prefilled once, and rows that
+finish leave the batch. Training and sampling run the same forward: a sampling step is a
+forward over the new tokens with the cache holding the past (GRPO's scoring uses the cache the
+same way, with gradients: grpo.prefill).
 
 Legend: B batch, T time (new tokens), S cached + new positions, C channels, H heads,
 Hkv key/value heads, D head dim, V vocab.
@@ -125,6 +126,15 @@ class KVCache:
         self.v = torch.zeros_like(self.k)
         self.pos = 0
 
+    @classmethod
+    def after(cls, k, v, n):
+        """A cache that holds k, v (B, Hkv, P, D) and has room for n more positions. Under
+        autograd the gradient of what attends to them flows back into k and v."""
+        cache = cls.__new__(cls)
+        cache.k, cache.v = (torch.cat([t, t.new_zeros(*t.shape[:2], n, t.shape[3])], dim=2) for t in (k, v))
+        cache.pos = k.shape[2]
+        return cache
+
     def update(self, k, v):
         T = k.shape[2]
         self.k[:, :, self.pos:self.pos + T] = k
@@ -132,8 +142,9 @@ class KVCache:
         self.pos += T
         return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
 
-    def keep(self, rows):
-        """Keep only these batch rows (a bool mask over B): finished rows leave the batch."""
+    def take(self, rows):
+        """Keep these batch rows (a bool mask over B, or row indices, repeats allowed): finished
+        rows leave the batch; a prefilled prompt's keys and values go to each of its samples."""
         self.k, self.v = self.k[rows], self.v[rows]
 
 
@@ -229,40 +240,54 @@ class GPT(nn.Module):
         cols = torch.arange(S_max, device=dev)
         valid = cols[None, :] >= pad[:, None]                       # (B, S_max) real tokens
         allpos = (cols[None, :] - pad[:, None]).clamp(min=0)        # (B, S_max) row positions
+
+        def last_logits(rows, seq, start, caches):
+            """Forward seq (b, T), the columns start.. of these rows, and return the logits of
+            its last column (b, V). mask (b, 1, T, S) hides padding and the future."""
+            q_cols = torch.arange(start, start + seq.shape[1], device=dev)
+            causal = cols[None, :q_cols[-1] + 1] <= q_cols[:, None]  # (T, S)
+            mask = (causal[None] & valid[rows, None, :q_cols[-1] + 1]).unsqueeze(1)
+            last = torch.zeros(seq.shape, dtype=torch.bool, device=dev)
+            last[:, -1] = True                                       # only the last column is sampled
+            return self(seq, pos=allpos[rows, start:q_cols[-1] + 1], mask=mask, caches=caches, select=last)[0]
+
+        # The prefill runs each distinct prompt once: GRPO samples G completions of every prompt,
+        # and identical rows have identical keys and values, which are then copied to each row.
+        distinct = {}
+        of = torch.tensor([distinct.setdefault(tuple(p), i) for i, p in enumerate(prompts)], device=dev)  # (B,)
+        firsts, inv = of.unique(return_inverse=True)                 # (b0,) rows to prefill; (B,) each row's
         caches = None
         if use_cache:
             c, d = self.cfg, self.cfg.n_embd // self.cfg.n_head
-            caches = [KVCache(B, c.n_kv_head, S_max, d, dev, self.tok_emb.weight.dtype) for _ in range(c.n_layer)]
+            caches = [KVCache(len(firsts), c.n_kv_head, S_max, d, dev, self.tok_emb.weight.dtype)
+                      for _ in range(c.n_layer)]
+        logits = last_logits(firsts, idx[firsts], 0, caches)[inv]    # (B, V)
+        for cache in caches or ():
+            cache.take(inv)
         # Rows that finished stop costing compute: once an eighth of the batch is done, the
         # batch is cut down to the live rows (`live`: their row numbers), caches included.
         out = torch.full((B, max_new_tokens), eot, dtype=torch.long, device=dev)
         live = torch.arange(B, device=dev)                           # (b,) rows still decoding
         done = torch.zeros(B, dtype=torch.bool, device=dev)          # (b,) of those, finished
         first, total = rows or (0, B)
-        seq, start = idx, 0                                          # tokens to feed, their first column
         for t in range(max_new_tokens):
-            end = P + t                                              # columns 0..end-1 are known
-            q_cols = torch.arange(start, end, device=dev)
-            causal = cols[None, :end] <= q_cols[:, None]             # (T, S)
-            mask = (causal[None] & valid[:, None, :end]).unsqueeze(1)  # (b, 1, T, S)
-            last = torch.zeros(seq.shape, dtype=torch.bool, device=dev)
-            last[:, -1] = True                                       # only the last column is sampled
-            logits, _ = self(seq, pos=allpos[:, start:end], mask=mask, caches=caches, select=last)  # (b, V)
             u = torch.rand(total, generator=generator)[first:first + B].to(dev)[live]  # (b,) this step's noise
             nxt = sample_token(logits, temperature, top_k, top_p, u)  # (b,)
             nxt = torch.where(done, torch.full_like(nxt, eot), nxt)
             out[live, t] = nxt
             done |= nxt == eot
             n_done = int(done.sum())                                 # the step's one host read
-            if n_done == len(live):
+            if n_done == len(live) or t == max_new_tokens - 1:
                 break
-            seq, start = (nxt[:, None], end) if use_cache else (torch.cat([idx, out[live, :t + 1]], dim=1), 0)
             if n_done * 8 >= len(live):                              # drop the finished rows
                 keep = ~done
-                live, done, seq, idx = live[keep], done[keep], seq[keep], idx[keep]
-                valid, allpos = valid[keep], allpos[keep]
+                live, done, nxt = live[keep], done[keep], nxt[keep]
                 for cache in caches or ():
-                    cache.keep(keep)
+                    cache.take(keep)
+            if use_cache:   # the new token, its past in the caches
+                logits = last_logits(live, nxt[:, None], P + t, caches)
+            else:           # the reference: the whole prefix again
+                logits = last_logits(live, torch.cat([idx[live], out[live, :t + 1]], dim=1), 0, None)
         result = []
         for row in out.tolist():
             result.append(row[: row.index(eot) + 1] if eot in row else row)

@@ -161,6 +161,9 @@ def _pad_groups(counts, M, align):
     return pos, offs.int(), P
 
 
+FEW_PAIRS = 128  # at most this many (token, expert) pairs, without grad: MoE._few (a decode step)
+
+
 class Dispatch(NamedTuple):
     """Where the rows go between token order (N rows) and the expert-sorted buffer (P rows)."""
     token: torch.Tensor  # (M,) token of each sorted pair
@@ -276,6 +279,9 @@ class MoE(nn.Module):
         dev = x.device.type  # run the experts in the dtype F.linear would use under autocast
         cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
         run = self._grouped if self.dispatch == "grouped" else self._loop
+        if self.dispatch == "grouped" and B * T * self.K <= FEW_PAIRS and not torch.is_grad_enabled() \
+                and type(self.expert_gemm) is ExpertGEMM:  # a decode step of full-precision experts
+            run = self._few
         y = run(xf.to(cdt), idx, weight.to(cdt))
         if self.shared is not None:
             y = y + self.shared(xf)
@@ -310,6 +316,18 @@ class MoE(nn.Module):
         h = F.silu(gemm(xs, self.w1, offs)) * gemm(xs, self.w3, offs)  # (P, H)
         ys = gemm(h * w.unsqueeze(-1), self.w2, offs)  # (P, C) w2 is linear: g folded in
         return _Shuffle.apply(ys, d, False)  # (N, C)
+
+    def _few(self, x, idx, weight):
+        """A decode step's few tokens, without grad: every expert on every token in three plain
+        GEMMs, the unchosen ones weighted 0. At this size a GEMM costs its call, not its FLOPs:
+        the sort and the E tiny per-expert GEMMs of `_grouped` cost more than E/K times the
+        FLOPs (bench.py grpo). The same function. (N, C) -> (N, C)"""
+        N, (E, H, C) = x.shape[0], self.w1.shape
+        w1, w3, w2 = (w.to(x.dtype) for w in (self.w1, self.w3, self.w2))
+        g = x.new_zeros(N, E).scatter_(1, idx, weight)  # (N, E) the routing weight, 0 if not chosen
+        h = F.silu(x @ w1.view(E * H, C).t()) * (x @ w3.view(E * H, C).t())  # (N, E*H)
+        h = (h.view(N, E, H) * g.unsqueeze(-1)).view(N, E * H)
+        return h @ w2.transpose(1, 2).reshape(E * H, C)  # (N, C): the sum over experts is the GEMM's
 
 
 # ---- balancing and stats ----

@@ -8,6 +8,7 @@ computations, rejection sampling on constructed samples, and a step that raises 
 import copy
 import math
 import os
+import types
 
 import pytest
 import torch
@@ -218,19 +219,93 @@ def test_logprobs_and_entropy_with_temperature():
 # ----------------------------------------------------------------------------------------------
 # the step: packing, the options' wiring, the DAPO switches
 
-def test_pack_places_the_completion_mask():
+def test_pack_splits_each_distinct_prompt_once_and_places_the_completion_mask():
     EOT = 9
-    prompts, comps = [[1, 2, 3], [4]], [[5, 6, EOT], [7, 8, 8]]  # row 1 was cut at the budget (no eot)
-    ids, targets, mask = grpo.pack(prompts, comps, EOT, "cpu")
-    assert ids.tolist() == [[1, 2, 3, 5, 6, EOT], [4, 7, 8, 8, EOT, EOT]]
-    # logits at column t predict token t + 1: row 0's completion starts at column 2, row 1's at 0
-    assert targets.tolist() == [[EOT, EOT, 5, 6, EOT], [7, 8, 8, EOT, EOT]]
-    assert mask.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 0, 0]]
-    _, _, mask = grpo.pack(prompts, comps, EOT, "cpu", mask_truncated=True)
-    assert mask.tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]]
+    prompts, comps = [[1, 2, 3], [4], [1, 2, 3]], [[5, 6, EOT], [7, 8, 8], [6, EOT]]  # row 1 cut at the budget
+    r = grpo.pack(prompts, comps, EOT, "cpu")
+    # each distinct prompt once, but its last token, left-padded; rows 0 and 2 share one
+    assert r.context.tolist() == [[1, 2], [EOT, EOT]] and r.ctx_valid.tolist() == [[1, 1], [0, 0]]
+    assert r.group.tolist() == [0, 1, 0]
+    # column j holds the token before completion token j, at its position in the whole row
+    assert r.ids.tolist() == [[3, 5, 6], [4, 7, 8], [3, 6, EOT]]
+    assert r.pos.tolist() == [[2, 3, 4], [0, 1, 2], [2, 3, 4]]
+    assert r.targets.tolist() == [[5, 6, EOT], [7, 8, 8], [6, EOT, EOT]]
+    assert r.mask.tolist() == [[1, 1, 1], [1, 1, 1], [1, 1, 0]] and r.lengths.tolist() == [3, 3, 2]
+    assert grpo.pack(prompts, comps, EOT, "cpu", mask_truncated=True).mask.tolist() == [[1, 1, 1], [0, 0, 0],
+                                                                                       [1, 1, 0]]
     # tokens after an eot inside a completion are never trained
-    _, _, mask = grpo.pack([[1]], [[5, EOT, 6]], EOT, "cpu")
-    assert mask.tolist() == [[1, 1, 0]]
+    assert grpo.pack([[1]], [[5, EOT, 6]], EOT, "cpu").mask.tolist() == [[1, 1, 0]]
+
+
+def _rows_and_model(moe):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, mlp_hidden=48,
+                          n_routed_experts=4 if moe else 0, moe_hidden=16, seq_aux_alpha=0.0, init_std=0.1))
+    prompts = [[1, 2, 3, 4], [5], [6, 7], [1, 2, 3, 4], [6, 7], [1, 2, 3, 4]]
+    comps = [[8, 9, 10, 49], [11, 12], [13, 14, 15, 16, 17, 18], [19], [20, 21, 49], [22, 23, 24]]
+    return model, prompts, comps
+
+
+def _plain_logprobs(model, prompts, comps):
+    """The reference: each row alone, prompt + completion through the plain causal forward."""
+    out = []
+    for p, c in zip(prompts, comps):
+        logits, _ = model(torch.tensor([p + c[:-1]]))
+        out.append(torch.log_softmax(logits[0, len(p) - 1:], -1).gather(1, torch.tensor(c)[:, None])[:, 0])
+    return out
+
+
+@pytest.mark.parametrize("moe", [False, True])
+def test_shared_prompt_scoring_equals_each_row_alone(moe):
+    """sequence_logprobs computes each distinct prompt once and reads its keys and values from
+    every row (micro-batches of 2 rows, trimmed): the same log-probs as each row alone."""
+    model, prompts, comps = _rows_and_model(moe)
+    model.eval()
+    r = grpo.pack(prompts, comps, 49, "cpu")
+    got = grpo.sequence_logprobs(model, r, 1.0, micro_batch=2)
+    with torch.no_grad():
+        want = _plain_logprobs(model, prompts, comps)
+    for i, w in enumerate(want):
+        n = int(r.mask[i].sum())
+        torch.testing.assert_close(got[i, :n], w[:n], rtol=1e-5, atol=1e-5)
+        assert (got[i, n:] == 0).all()
+
+
+@pytest.mark.parametrize("micro_batch", [1, 2, 6])
+def test_the_update_gradient_equals_the_plain_one(monkeypatch, micro_batch):
+    """grpo_step's update (the prompts once, micro-batches on detached keys and values, the
+    gradients carried back through the prefill by the last one) gives the gradient of the same
+    loss computed row by row through the plain forward."""
+    model, prompts, comps = _rows_and_model(moe=True)
+    eot = 49
+    enc = types.SimpleNamespace(eot_token=eot, encode_ordinary=lambda s: list(map(int, s.split())),
+                                decode=lambda ids: " ".join(map(str, ids)))
+    problems = [types.SimpleNamespace(prompt=" ".join(map(str, p))) for p in prompts[:3]]
+    rows = {tuple(p): [] for p in prompts[:3]}
+    for p, c in zip(prompts, comps):
+        rows[tuple(p)].append(c)
+    # G = 2 completions per prompt, in the order the rollout yields them
+    order_p = [list(p) for p in rows for _ in range(2)]
+    order_c = [c for p in rows for c in (rows[p] + rows[p])[:2]]
+    monkeypatch.setattr(grpo, "rollout", lambda m, e, probs, cfg, g: (order_p, order_c))
+    reward = [1.0, 0.0, 0.0, 1.0, 0.5, 0.0]
+    score = lambda texts, ps: {"reward": reward, "accuracy": reward, "format": reward, "lang": reward}
+    rc = grpo.RLConfig(prompts_per_step=3, group_size=2, max_new_tokens=8, micro_batch=micro_batch, beta=0.0,
+                       loss_agg="token-mean")
+    want_model = copy.deepcopy(model).train()
+    got = {}
+    monkeypatch.setattr(grpo.dist, "clip_and_step", lambda m, opt, clip: (got.update(
+        (name, p.grad.clone()) for name, p in m.named_parameters()), (0.0, True))[1])
+    grpo.grpo_step(model, None, None, enc, problems, rc, score, torch.Generator().manual_seed(0))
+    # the same loss by hand: token-mean of -A * logp (ratio 1, its gradient is REINFORCE's)
+    adv = grpo.group_advantages(torch.tensor(reward), 2)
+    logps = _plain_logprobs(want_model, order_p, order_c)
+    masks = [grpo.completion_mask(torch.tensor([c]), eot)[0] for c in order_c]
+    n_tok = sum(float(m.sum()) for m in masks)
+    loss = -sum((a * lp * m).sum() for a, lp, m in zip(adv, logps, masks)) / n_tok
+    loss.backward()
+    for name, q in want_model.named_parameters():
+        torch.testing.assert_close(got[name], q.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -294,12 +369,11 @@ def test_later_updates_use_the_sampling_policy_as_old(monkeypatch, world, mu, n_
     assert abs(st["ratio"] - 1) > 1e-6
     # the old log-probs equal a fresh scoring by the model as it was before the step
     prompts, comps = grpo.rollout(before, enc, problems[:2], rc, torch.Generator().manual_seed(0))
-    ids, targets, mask = grpo.pack(prompts, comps, enc.eot_token, "cpu")
-    lengths = torch.tensor([len(p) + len(c) for p, c in zip(prompts, comps)])
-    old = grpo.sequence_logprobs(before, ids, targets, mask, rc.temperature, 64, lengths)
-    order = torch.randperm(ids.shape[0], generator=_generator_after_rollout(before, enc, problems[:2], rc))
-    rows, n = grpo.micro_batches(order.chunk(n_minibatches)[0], lengths, rc.micro_batch)[0]
-    torch.testing.assert_close(calls[0]["old"], old[rows, :n - 1])
+    r = grpo.pack(prompts, comps, enc.eot_token, "cpu")
+    old = grpo.sequence_logprobs(before, r, rc.temperature, 64)
+    order = torch.randperm(len(r.lengths), generator=_generator_after_rollout(before, enc, problems[:2], rc))
+    rows, n = grpo.micro_batches(order.chunk(n_minibatches)[0], r.lengths, rc.micro_batch)[0]
+    torch.testing.assert_close(calls[0]["old"], old[rows, :n])
 
 
 def _generator_after_rollout(model, enc, problems, rc):
@@ -451,7 +525,8 @@ def test_rejection_sampling_keeps_only_right_clean_finished_samples(world):
     assert stats["drawn"] == 12 and stats["kept"] == 3 and stats["prompts"] == 3
     assert stats["dropped"] == {"cut off": 1, "format": 1, "wrong": 2, "mixed language": 2, "needless chain": 1,
                                 "duplicate": 2}
-    # tokens: every draw's prompt and completion (the eot of a finished one included), for distill's compute
+    # tokens: each prompt once per batch (its 4 draws share its prefill) and every completion
+    # (the eot of a finished one included), for distill's compute
     prompt_len = lambda p: len(enc.encode_ordinary(p.prompt))
     answers = sum(len(enc.encode_ordinary(text)) + finished for text, finished in script)
-    assert stats["tokens"] == 4 * (prompt_len(en) + prompt_len(zh) + prompt_len(general)) + answers
+    assert stats["tokens"] == prompt_len(en) + prompt_len(zh) + prompt_len(general) + answers

@@ -394,7 +394,7 @@ def test_autocast_bf16_routes_in_fp32():
 
 
 def spy_paths(monkeypatch):
-    """Record which dispatch of MoE runs: a list that gets "_grouped" or "_loop" per forward."""
+    """Record which dispatch of MoE runs: a list that gets "_grouped", "_loop" or "_few" per forward."""
     ran = []
 
     def spy(name):
@@ -404,9 +404,30 @@ def spy_paths(monkeypatch):
             ran.append(name)
             return real(self, *args)
         return run
-    for name in ("_grouped", "_loop"):
+    for name in ("_grouped", "_loop", "_few"):
         monkeypatch.setattr(MoE, name, spy(name))
     return ran
+
+
+@pytest.mark.parametrize("n_tokens", [1, 5, 64])  # 64 tokens x K=2: the most pairs _few takes
+def test_a_decode_step_runs_every_expert_and_matches_the_reference(n_tokens, monkeypatch):
+    """Few tokens without grad (a decode step) run `_few`: every expert on every token, the
+    unchosen ones weighted 0, the per-token reference's function. More pairs, a gradient, the
+    loop dispatch or another seam (FP8's) keep their own path."""
+    cfg, m = make_cfg(), make_moe(bias=SKEW)
+    ran = spy_paths(monkeypatch)
+    x = torch.randn(1, n_tokens, 12, dtype=torch.float64)
+    with torch.no_grad():
+        y = m(x)
+        assert ran == ["_few"] and rel_err(y, ref_moe(m, x, cfg)[0]) < 1e-6
+        m(torch.randn(1, 65, 12, dtype=torch.float64))
+        set_dispatch(m, "grouped_pad8")
+        m(x)
+        set_dispatch(m, "loop")
+        m(x)
+    set_dispatch(m, "grouped")
+    m(x)
+    assert ran == ["_few", "_grouped", "_grouped", "_loop", "_grouped"]
 
 
 @pytest.mark.parametrize("dispatch", ["grouped", "loop"])
