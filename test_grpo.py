@@ -376,6 +376,21 @@ def test_later_updates_use_the_sampling_policy_as_old(monkeypatch, world, mu, n_
     torch.testing.assert_close(calls[0]["old"], old[rows, :n])
 
 
+def test_step_counts_the_positions_each_phase_runs(monkeypatch, world):
+    """tokens_sampled / scored / trained (a stage's compute, train.py): each distinct prompt once
+    (a scoring pass runs it but its last token, which opens every row), then every completion
+    token; scoring counts the old policy's pass and the reference's, training each of mu passes."""
+    _, before, _, rc, st = recorded_step(monkeypatch, world, beta=0.04, mu=2)
+    cfg, enc, _, problems = world
+    prompts, comps = grpo.rollout(before, enc, problems[:2], rc, torch.Generator().manual_seed(0))
+    distinct = {tuple(p) for p in prompts}
+    assert len(distinct) == 2 and len(prompts) == 8
+    comp = sum(map(len, comps))
+    assert st["tokens_sampled"] == sum(map(len, distinct)) + comp
+    scored = sum(len(p) - 1 for p in distinct) + comp
+    assert st["tokens_scored"] == 2 * scored and st["tokens_trained"] == 2 * scored
+
+
 def _generator_after_rollout(model, enc, problems, rc):
     g = torch.Generator().manual_seed(0)
     grpo.rollout(model, enc, problems, rc, g)

@@ -99,8 +99,15 @@ def test_finished_rows_leave_the_batch_and_the_others_go_on_as_alone():
         model.lm_head.weight[96] += 1.0  # (tied) eot likely enough that rows stop at different steps
     prompts = [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10], [11], [12, 13], [14, 15, 16], [17]] * 2
     seed = lambda: torch.Generator().manual_seed(5)
+    fed = []  # rows of each forward: the prefill (8 distinct prompts), then the decode steps
+    hook = model.register_forward_pre_hook(lambda m, args: fed.append(args[0].shape[0]))
     whole = model.generate(prompts, 24, eot=96, temperature=1.0, generator=seed())
+    hook.remove()
     assert len({len(w) for w in whole}) >= 4 and sum(w[-1] == 96 for w in whole) >= 8
+    steps = max(map(len, whole))
+    alive = [sum(len(w) > t for w in whole) for t in range(1, steps)]  # rows that still decode at step t
+    assert fed[0] == 8 and len(fed) == steps and all(f >= a for f, a in zip(fed[1:], alive))
+    assert fed[-1] < 16 and sum(fed[1:]) < 2 * sum(alive)  # the finished leave
     for i, p in enumerate(prompts):
         assert model.generate([p], 24, eot=96, temperature=1.0, generator=seed(), rows=(i, len(prompts))) == [whole[i]]
     assert model.generate(prompts, 24, eot=96, temperature=1.0, generator=seed(), use_cache=False) == whole
