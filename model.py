@@ -243,13 +243,12 @@ class GPT(nn.Module):
 
         def last_logits(rows, seq, start, caches):
             """Forward seq (b, T), the columns start.. of these rows, and return the logits of
-            its last column (b, V). mask (b, 1, T, S) hides padding and the future."""
-            q_cols = torch.arange(start, start + seq.shape[1], device=dev)
-            causal = cols[None, :q_cols[-1] + 1] <= q_cols[:, None]  # (T, S)
-            mask = (causal[None] & valid[rows, None, :q_cols[-1] + 1]).unsqueeze(1)
-            last = torch.zeros(seq.shape, dtype=torch.bool, device=dev)
-            last[:, -1] = True                                       # only the last column is sampled
-            return self(seq, pos=allpos[rows, start:q_cols[-1] + 1], mask=mask, caches=caches, select=last)[0]
+            its last column (b, V). mask (b, 1, T, S) hides padding and, for T > 1, the future."""
+            S = start + seq.shape[1]
+            mask = valid[rows, None, :S]                             # (b, 1, S)
+            if seq.shape[1] > 1:                                     # a decode step's one column sees all
+                mask = mask & (cols[None, :S] <= torch.arange(start, S, device=dev)[:, None])  # (b, T, S)
+            return self(seq, pos=allpos[rows, start:S], mask=mask.unsqueeze(1), caches=caches)[0][:, -1]
 
         # The prefill runs each distinct prompt once: GRPO samples G completions of every prompt,
         # and identical rows have identical keys and values, which are then copied to each row.
