@@ -89,7 +89,7 @@ import torch.nn.functional as F
 
 import dist
 import reflect
-from model import KVCache
+from model import KVCache, attention_mask, distinct
 
 LOSS_AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 
@@ -295,15 +295,14 @@ class Rollouts(NamedTuple):
 def pack(prompts, completions, eot, device, mask_truncated=False):
     """Rollouts (prompt and completion token lists, the G of a prompt adjacent or not) laid out
     for scoring; see Rollouts. The mask is completion_mask's."""
-    B, T = len(prompts), max(len(c) for c in completions)
-    first = {}
-    of = [first.setdefault(tuple(p), len(first)) for p in prompts]   # (B,) each row's distinct prompt
-    distinct = list(first)
-    P = max(len(p) - 1 for p in distinct)
-    context = torch.full((len(distinct), P), eot, dtype=torch.long)
-    ctx_valid = torch.zeros(len(distinct), P, dtype=torch.bool)
-    for u, p in enumerate(distinct):
-        context[u, P - len(p) + 1:], ctx_valid[u, P - len(p) + 1:] = torch.tensor(p[:-1], dtype=torch.long), True
+    T = max(len(c) for c in completions)
+    firsts, of = distinct(prompts)                                   # (U,) (B,): each row's distinct prompt
+    P = max(len(prompts[i]) - 1 for i in firsts)
+    context = torch.full((len(firsts), P), eot, dtype=torch.long)
+    ctx_valid = torch.zeros(len(firsts), P, dtype=torch.bool)
+    for u, i in enumerate(firsts):
+        p = prompts[i][:-1]
+        context[u, P - len(p):], ctx_valid[u, P - len(p):] = torch.tensor(p, dtype=torch.long), True
     targets = torch.tensor([c + [eot] * (T - len(c)) for c in completions], dtype=torch.long)  # (B, T)
     ids = torch.cat([torch.tensor([p[-1] for p in prompts])[:, None], targets[:, :-1]], dim=1)
     pos = torch.tensor([len(p) - 1 for p in prompts])[:, None] + torch.arange(T)
@@ -319,12 +318,8 @@ def prefill(model, r):
     caches = [KVCache(U, c.n_kv_head, P, c.n_embd // c.n_head, r.ids.device, model.tok_emb.weight.dtype)
               for _ in range(c.n_layer)]
     if P:
-        cols = torch.arange(P, device=r.ids.device)
-        causal = cols[None, :] <= cols[:, None]                     # (P, P)
-        # a padding column sees itself, so that no softmax row is empty; real tokens never see it
-        mask = (causal[None] & r.ctx_valid[:, None, :]) | torch.eye(P, dtype=torch.bool, device=cols.device)
-        pos = (cols[None, :] - (~r.ctx_valid).sum(1, keepdim=True)).clamp(min=0)  # (U, P)
-        model(r.context, pos=pos, mask=mask.unsqueeze(1), caches=caches)
+        pos = (r.ctx_valid.cumsum(1) - 1).clamp(min=0)              # (U, P): 0 at each prompt's first token
+        model(r.context, pos=pos, mask=attention_mask(r.ctx_valid, 0, P), caches=caches)
     return [t for cache in caches for t in (cache.k, cache.v)]
 
 
@@ -343,10 +338,12 @@ def completion_logprobs(model, r, rows, n, kv, temperature, with_entropy=False):
     (prefill's). with_entropy adds the sampling distribution's entropy there (no grad). The
     output head and one log-softmax run on completion positions only (model's `select`)."""
     g, b = r.group[rows], len(rows)
-    caches = [KVCache.after(k[g], v[g], n) for k, v in zip(kv[::2], kv[1::2])]  # (b, Hkv, P + n, D)
-    q = torch.arange(n, device=g.device)
-    causal = (q[None, :] <= q[:, None]).expand(b, n, n)             # (b, n, n) among the completion's own
-    mask = torch.cat([r.ctx_valid[g][:, None, :].expand(b, n, -1), causal], dim=2).unsqueeze(1)  # (b, 1, n, P + n)
+    caches = []
+    for k, v in zip(kv[::2], kv[1::2]):  # the prompts' keys and values, room for n more: (b, Hkv, P + n, D)
+        caches.append(KVCache(b, k.shape[1], k.shape[2] + n, k.shape[3], k.device, k.dtype))
+        caches[-1].update(k[g], v[g])    # a copy into the cache: under autograd, gradients flow back to kv
+    valid = torch.cat([r.ctx_valid[g], r.ctx_valid.new_ones(b, n)], dim=1)  # (b, P + n) the prompt's padding hidden
+    mask = attention_mask(valid, r.context.shape[1], n)             # (b, 1, n, P + n)
     m = r.mask[rows, :n]
     sel = m > 0
     logits, _ = model(r.ids[rows, :n], pos=r.pos[rows, :n], mask=mask, caches=caches, select=sel)  # (N, V)
@@ -368,7 +365,7 @@ def sequence_logprobs(model, r, temperature, micro_batch):
 def positions(prompts, completions):
     """Positions that sampling runs through the model: each distinct prompt once (its prefill),
     then every completion token."""
-    return sum(map(len, set(map(tuple, prompts)))) + sum(map(len, completions))
+    return sum(len(prompts[i]) for i in distinct(prompts)[0]) + sum(map(len, completions))
 
 
 def sample_and_score(model, enc, problems, cfg, score_fn, generator):

@@ -126,15 +126,6 @@ class KVCache:
         self.v = torch.zeros_like(self.k)
         self.pos = 0
 
-    @classmethod
-    def after(cls, k, v, n):
-        """A cache that holds k, v (B, Hkv, P, D) and has room for n more positions. Under
-        autograd the gradient of what attends to them flows back into k and v."""
-        cache = cls.__new__(cls)
-        cache.k, cache.v = (torch.cat([t, t.new_zeros(*t.shape[:2], n, t.shape[3])], dim=2) for t in (k, v))
-        cache.pos = k.shape[2]
-        return cache
-
     def update(self, k, v):
         T = k.shape[2]
         self.k[:, :, self.pos:self.pos + T] = k
@@ -146,6 +137,28 @@ class KVCache:
         """Keep these batch rows (a bool mask over B, or row indices, repeats allowed): finished
         rows leave the batch; a prefilled prompt's keys and values go to each of its samples."""
         self.k, self.v = self.k[rows], self.v[rows]
+
+
+def distinct(seqs):
+    """The rows that hold each distinct token list first, and for every row the index of its
+    list among those: ([U], [B]). GRPO's G samples of a prompt share one prefill."""
+    index, firsts, which = {}, [], []
+    for i, s in enumerate(seqs):
+        if tuple(s) not in index:
+            index[tuple(s)] = len(firsts)
+            firsts.append(i)
+        which.append(index[tuple(s)])
+    return firsts, which
+
+
+def attention_mask(valid, start, T):
+    """Who attends to whom in a left-padded batch: valid (b, S) marks real columns, the queries
+    sit at columns start..start+T-1 -> (b, 1, T, start+T) bool. A query sees the real columns up
+    to its own; a padding query sees itself, so that no softmax row is empty (torch's CPU kernel
+    returns 0 there, other kernels may return NaN)."""
+    cols = torch.arange(start + T, device=valid.device)
+    q = cols[start:, None]                                           # (T, 1)
+    return ((valid[:, None, :start + T] & (cols <= q)) | (cols == q)).unsqueeze(1)
 
 
 class GPT(nn.Module):
@@ -242,19 +255,14 @@ class GPT(nn.Module):
         allpos = (cols[None, :] - pad[:, None]).clamp(min=0)        # (B, S_max) row positions
 
         def last_logits(rows, seq, start, caches):
-            """Forward seq (b, T), the columns start.. of these rows, and return the logits of
-            its last column (b, V). mask (b, 1, T, S) hides padding and, for T > 1, the future."""
-            S = start + seq.shape[1]
-            mask = valid[rows, None, :S]                             # (b, 1, S)
-            if seq.shape[1] > 1:                                     # a decode step's one column sees all
-                mask = mask & (cols[None, :S] <= torch.arange(start, S, device=dev)[:, None])  # (b, T, S)
-            return self(seq, pos=allpos[rows, start:S], mask=mask.unsqueeze(1), caches=caches)[0][:, -1]
+            """Forward seq (b, T), the columns start.. of these rows: the logits of its last column (b, V)."""
+            T = seq.shape[1]
+            mask = attention_mask(valid[rows], start, T)             # (b, 1, T, start + T)
+            return self(seq, pos=allpos[rows, start:start + T], mask=mask, caches=caches)[0][:, -1]
 
         # The prefill runs each distinct prompt once: GRPO samples G completions of every prompt,
         # and identical rows have identical keys and values, which are then copied to each row.
-        distinct = {}
-        of = torch.tensor([distinct.setdefault(tuple(p), i) for i, p in enumerate(prompts)], device=dev)  # (B,)
-        firsts, inv = of.unique(return_inverse=True)                 # (b0,) rows to prefill; (B,) each row's
+        firsts, inv = (torch.tensor(t, device=dev) for t in distinct(prompts))  # (U,) rows to prefill; (B,)
         caches = None
         if use_cache:
             c, d = self.cfg, self.cfg.n_embd // self.cfg.n_head
