@@ -8,8 +8,8 @@ bench.json is a flat {"group.figure": value} map so figures can be compared acro
 Speeds come with their fraction of this machine's matmul peak, measured in the same run
 (peak.fp32_gflops: an fp32 1024^3 matmul) from FLOPs per token counted from the config
 (GPT.flops_per_token): *_peak_frac is the figure to push, since absolute speed moves with the machine.
-Groups: model (training tokens/s in fp32 and, for comparison, in bf16 autocast; sampling
-tokens/s), moe (MoE layer vs dense and vs a loop), fp8 (loss gap of each recipe against full
+Groups: model (training tokens/s of the pretrain step as train.py runs it on a CPU, compiled,
+and its compile time; eager in fp32 and in bf16 autocast for comparison; sampling tokens/s), moe (MoE layer vs dense and vs a loop), fp8 (loss gap of each recipe against full
 precision after a full cpu-preset pretrain: six runs, about 1.5 hours on 2 cores, reused once
 done; CPU step time), rewards (verdicts/s and p99 latency), grpo (one GRPO step split into its
 phases), ddp (training tokens/s in 1 and 2 processes over gloo, the cores shared out). All at
@@ -30,11 +30,13 @@ import sys
 import tempfile
 import time
 import types
+from unittest import mock
 from fractions import Fraction
 
 import torch
 import torch.multiprocessing as mp
 
+import config
 import data
 import dist
 import fp8
@@ -88,31 +90,42 @@ def gemm_peak(dtype=torch.float32, n=1024):
 
 
 def bench_model():
-    """Training tokens/s of the cpu preset (fp32, as train.py runs on a CPU; bf16 autocast for
-    comparison) and sampling tokens/s, each with its fraction of the measured matmul peak."""
+    """Training tokens/s of the cpu preset as train.py runs its pretrain on a CPU (fp32, compiled:
+    loops.compiled; compile_s is the compile's time with an empty compiler cache, as on a fresh
+    machine), then eager and, for comparison, eager in bf16 autocast; sampling tokens/s. Each
+    with its fraction of the measured matmul peak."""
     cfgs, enc, corpus = cpu_preset_configs()
     torch.manual_seed(0)
     mc, tc = cfgs["model"], cfgs["train"]
     model = GPT(mc)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    init = {k: v.clone() for k, v in model.state_dict().items()}  # sampling starts from these weights
+    opt = loops.make_optimizer(model, 1e-4, tc, "cpu")  # train.py's AdamW
     ids = torch.tensor(tokenizer.encode_docs(enc, corpus[:3000]))
     x = torch.stack([ids[i * mc.block_size:(i + 1) * mc.block_size] for i in range(tc.batch_size)])
 
-    def train_step(amp=contextlib.nullcontext):
+    def train_step(net, amp=contextlib.nullcontext):
         with amp():
-            _, loss = model(x, x.roll(-1, 1))
+            _, loss = net(x, x.roll(-1, 1))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    res = {"model.train_tok_s": x.numel() / timed(train_step)}
+    res = {}
+    with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache):
+        t0 = time.perf_counter()
+        fast = loops.compiled(model, x, x.roll(-1, 1), contextlib.nullcontext()) if tc.compile else model
+        res["model.compile_s"] = time.perf_counter() - t0
+        res["model.train_tok_s"] = x.numel() / timed(lambda: train_step(fast), reps=5)
+    res["model.train_tok_s_eager"] = x.numel() / timed(lambda: train_step(model), reps=5)
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    res["model.train_tok_s_bf16"] = x.numel() / timed(lambda: train_step(bf16))
+    res["model.train_tok_s_bf16"] = x.numel() / timed(lambda: train_step(model, bf16))
     per_tok = 3 * model.flops_per_token(mc.block_size)
-    res["model.train_peak_frac"] = res["model.train_tok_s"] * per_tok / gemm_peak()
+    for name in ("", "_eager"):
+        res[f"model.train_peak_frac{name}"] = res[f"model.train_tok_s{name}"] * per_tok / gemm_peak()
     res["model.train_peak_frac_bf16"] = res["model.train_tok_s_bf16"] * per_tok / gemm_peak(torch.bfloat16)
 
     problems = data.heldout_problems(cfgs["data"])[:16]
     prompts = [enc.encode_ordinary(p.prompt) for p in problems]
+    model.load_state_dict(init)  # the same weights whatever trained before (rows that end early change the speed)
     model.eval()
     for name, cache in (("sample_tok_s", True), ("sample_tok_s_nocache", False)):
         n = []
@@ -550,8 +563,9 @@ def main():
             print(f"({name}: skipped: {why}; nothing written)")
             names.remove(name)
     if names:
+        kept = config.keep_freed_memory()  # as train.py runs on a CPU (config.pick_device)
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu"
-              + (" (gpu group: cuda)" if "gpu" in names else ""))
+              + ("; malloc keeps freed memory" if kept else "") + (" (gpu group: cuda)" if "gpu" in names else ""))
     path = os.path.join(ROOT, "bench.json")
     for name in names:
         t0 = time.time()

@@ -138,6 +138,7 @@ def wrap(model):
 
 def no_sync(model, last):
     """Skip DDP's gradient all-reduce on all but the step's last micro-batch."""
+    model = getattr(model, "_orig_mod", model)  # under torch.compile (loops.compiled), the module it wraps
     return model.no_sync() if isinstance(model, DistributedDataParallel) and not last else contextlib.nullcontext()
 
 

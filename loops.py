@@ -30,6 +30,32 @@ def make_optimizer(model, lr, train_cfg, device):
     return opt
 
 
+def compiled(model, x, y, autocast):
+    """torch.compile(model) for the pretrain's training step if it compiles here, else model.
+    The pretrain's batches all have one shape, so it compiles once, here, on a first forward and
+    backward of (x, y) whose gradients and expert counts are then cleared. From then on each step
+    runs fused kernels: the same function as eager, in another float order, and 1.3x faster on 2
+    CPU cores (bench.py model: train_tok_s against train_tok_s_eager; README, Benchmarks).
+    Without a working compiler (inductor needs a C++ toolchain on a CPU) one line says why and
+    training runs eager."""
+    t0 = time.time()
+    fast = torch.compile(model)
+    try:
+        with autocast:
+            _, loss = fast(x, y)
+        loss.backward()
+        print(f"compile: the training step compiled in {time.time() - t0:.1f}s")
+    except Exception as e:  # a missing toolchain, an op the compiler does not take, ...
+        print(f"compile: off ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); training runs eager",
+              file=sys.stderr)
+        fast = model
+    model.zero_grad(set_to_none=True)
+    for m in model.modules():
+        if isinstance(m, moe.MoE):
+            m.tokens_per_expert.zero_()
+    return fast
+
+
 def lr_at(step, peak, warmup, total, min_frac):
     """Linear warmup, then cosine decay to min_frac of the peak (min_frac = 1: constant)."""
     if step < warmup:

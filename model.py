@@ -222,9 +222,9 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-            for m in self.modules():  # DeepSeek-V3 eq. 17: complementary sequence-wise balance loss
-                if hasattr(m, "aux_loss") and m.aux_loss is not None:
-                    loss = loss + m.aux_loss
+            for block in self.blocks:  # DeepSeek-V3 eq. 17: complementary sequence-wise balance loss
+                if isinstance(block.mlp, MoE):
+                    loss = loss + block.mlp.aux_loss
         return logits, loss
 
     @torch.inference_mode()

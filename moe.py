@@ -132,7 +132,8 @@ class ExpertGEMM(nn.Module):
         """a (P, in) grouped by offs (E,) int32 group ends, w (E, out, in) -> (P, out)."""
         w = w.to(a.dtype)
         if _grouped_mm_ok(a, w):
-            return torch._grouped_mm(a, w.transpose(-2, -1), offs=offs)
+            mm = grouped_mm if torch.compiler.is_compiling() else torch._grouped_mm
+            return mm(a, w.transpose(-2, -1), offs=offs)
         return self.per_group(a, w, offs)
 
     def per_group(self, a, w, offs):
@@ -142,6 +143,44 @@ class ExpertGEMM(nn.Module):
 
     def extra_repr(self):
         return f"dim={self.dim}, hidden={self.hidden}"
+
+
+# Under torch.compile (the pretrain step, loops.compiled) the grouped GEMM runs as a custom op
+# that the compiler treats as opaque: it cannot trace torch._grouped_mm itself, whose fake-tensor
+# rule (torch 2.13) asks for bf16 operands. The same kernel, with the backward written out:
+# dgrad is a grouped GEMM against the transposed weights, wgrad a grouped GEMM whose offsets cut
+# the shared dimension (a[group e]^T g[group e] for each e). test_moe.py checks both against
+# torch's own autograd of torch._grouped_mm. Eager runs call torch._grouped_mm directly.
+@torch.library.custom_op("nanor1::grouped_mm", mutates_args=())
+def grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """a (P, in) grouped by offs (E,), b (E, in, out) -> (P, out)."""
+    return torch._grouped_mm(a, b, offs=offs)
+
+
+@torch.library.custom_op("nanor1::grouped_mm_wgrad", mutates_args=())
+def grouped_mm_wgrad(a: torch.Tensor, g: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """a (P, in), g (P, out) grouped by offs (E,) -> (E, in, out)."""
+    return torch._grouped_mm(a.t(), g, offs=offs)
+
+
+grouped_mm.register_fake(lambda a, b, offs: a.new_empty(a.shape[0], b.shape[-1]))
+grouped_mm_wgrad.register_fake(lambda a, g, offs: a.new_empty(offs.shape[0], a.shape[1], g.shape[1]))
+
+
+def _grouped_mm_backward(ctx, grad):
+    a, b, offs = ctx.saved_tensors
+    grad = grad.contiguous()
+    return grouped_mm(grad, b.transpose(-2, -1), offs), grouped_mm_wgrad(a, grad, offs), None
+
+
+grouped_mm.register_autograd(_grouped_mm_backward, setup_context=lambda ctx, inputs, output:
+                             ctx.save_for_backward(*inputs))
+
+
+def expert_counts(idx, E):
+    """How many entries of idx (any shape) name each of the E experts -> (E,) int64: bincount
+    with minlength E, but with a length that does not depend on the data (torch.compile)."""
+    return (idx.reshape(-1, 1) == torch.arange(E, device=idx.device)).sum(0)
 
 
 def _pad_groups(counts, M, align):
@@ -273,7 +312,7 @@ class MoE(nn.Module):
         idx, weight, scores = self.route(xf)
         if self.training:
             with torch.no_grad():  # all micro-batches of a step count (update_bias resets)
-                self.tokens_per_expert += torch.bincount(idx.flatten(), minlength=self.E).float()
+                self.tokens_per_expert += expert_counts(idx, self.E).float()
         use_aux = self.training and self.alpha > 0
         self.aux_loss = self._seq_aux_loss(scores, idx, B, T) if use_aux else scores.new_zeros(())
         dev = x.device.type  # run the experts in the dtype F.linear would use under autocast
@@ -305,7 +344,7 @@ class MoE(nn.Module):
         N, K, gemm = x.shape[0], self.K, self.expert_gemm
         flat = idx.flatten()  # (M,) expert of pair n*K + k
         order = flat.argsort(stable=True)  # (M,) pairs sorted by expert
-        counts = torch.bincount(flat, minlength=self.E)  # (E,)
+        counts = expert_counts(flat, self.E)  # (E,)
         pos, offs, P = _pad_groups(counts, N * K, gemm.row_align(x, self.w1))
         inv = order.argsort()  # (M,) sorted position of pair n*K + k
         d = Dispatch(order // K, pos, inv if pos is None else pos[inv], P, K)

@@ -448,3 +448,54 @@ def test_bench_flops_per_token_match_torchs_flop_counter():
         model(torch.zeros(2, 64, dtype=torch.long))
     # torch counts full (non-causal) attention, as flops_per_token does with ctx = T
     assert counter.get_total_flops() / (2 * 64) == pytest.approx(model.flops_per_token(64), rel=0.01)
+
+
+def test_compiled_training_step_equals_eager():
+    """loops.compiled: the compiled step computes the eager step's loss and gradients (another
+    float order), and the compiling step leaves no trace (no gradients, no expert counts)."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_kv_head=1, n_embd=16, mlp_hidden=32,
+                    n_routed_experts=4, moe_hidden=8, n_dense_layers=1, seq_aux_alpha=0.01)
+    model = GPT(cfg).train()
+    x, y = torch.randint(0, 64, (4, 16)), torch.randint(0, 64, (4, 16))
+    y[0, :3] = -1
+    _, want = model(x, y)
+    want.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    moe_layer = model.blocks[1].mlp
+    counts = moe_layer.tokens_per_expert.clone()
+    fast = loops.compiled(model, x, y, contextlib.nullcontext())
+    if fast is model:
+        pytest.skip("torch.compile does not run on this machine (loops.compiled printed why)")
+    assert all(p.grad is None for p in model.parameters()) and moe_layer.tokens_per_expert.sum() == 0
+    _, got = fast(x, y)
+    got.backward()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert torch.equal(moe_layer.tokens_per_expert, counts)  # one forward's counts, as eager
+
+
+def test_compile_falls_back_to_eager_with_one_line(monkeypatch, capsys):
+    def broken(model):
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+        return fail
+    monkeypatch.setattr(torch, "compile", broken)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_kv_head=1, n_embd=16,
+                          mlp_hidden=32, n_routed_experts=4, moe_hidden=8, n_dense_layers=0))
+    x = torch.randint(0, 64, (2, 16))
+    model(x, x)[1].backward()  # gradients and counts that the fallback must clear
+    assert loops.compiled(model, x, x, contextlib.nullcontext()) is model
+    err = capsys.readouterr().err
+    assert err.strip() == "compile: off (RuntimeError: no C++ compiler found); training runs eager"
+    assert all(p.grad is None for p in model.parameters())
+    assert model.blocks[0].mlp.tokens_per_expert.sum() == 0
+
+
+def test_the_cpu_preset_compiles_its_pretrain_and_tiny_does_not():
+    args = train.parse_args([])
+    assert train.build_configs(args, "cpu")[1]["train"].compile
+    assert not train.build_configs(train.parse_args(["--preset", "tiny"]), "cpu")[1]["train"].compile

@@ -34,7 +34,7 @@ def test_every_field_has_a_range_and_every_default_is_valid():
     for preset in config.PRESETS:
         assert config.problems(train.build_configs(train.parse_args(["--preset", preset]), "cpu")[1]) == [], preset
     unchecked = {f.name for _, f in FIELDS if config.RANGES[f.name] == config.ANY}
-    assert unchecked == {"seed", "train_seed", "rl_seed", "scale_std", "mask_truncated", "dynamic_sampling"}
+    assert unchecked == {"seed", "train_seed", "rl_seed", "scale_std", "mask_truncated", "dynamic_sampling", "compile"}
 
 
 @pytest.mark.parametrize("group,field", [(g, f) for g, f in FIELDS if config.RANGES[f.name] != config.ANY],
@@ -98,3 +98,49 @@ def test_a_prompt_that_does_not_fit_stops_before_training(tmp_path):
                         "--block_size", "100", "--quiet"], capture_output=True, text=True, cwd=HERE, timeout=300)
     assert r.returncode == 2 and "exceeds --block_size 100" in r.stderr, r.stderr
     assert not os.path.exists(os.path.join(out, "pretrain", "ckpt.pt"))
+
+
+class FakeLibc:
+    def __init__(self, ok=1):
+        self.calls, self.ok = [], ok
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return self.ok
+
+
+@pytest.mark.parametrize("ok", [1, 0])
+def test_keep_freed_memory_sets_glibcs_thresholds(ok, monkeypatch):
+    """M_MMAP_THRESHOLD (-3) to 32 MB, M_TRIM_THRESHOLD (-1) to 1 GB; a refused call reports False."""
+    libc = FakeLibc(ok)
+    monkeypatch.setattr(config.ctypes, "CDLL", lambda name: libc if name == "libc.so.6" else None)
+    assert config.keep_freed_memory() is bool(ok)
+    assert libc.calls == ([(-3, 32 << 20), (-1, 1 << 30)] if ok else [(-3, 32 << 20)])
+
+
+def test_keep_freed_memory_without_glibc_changes_nothing(monkeypatch):
+    def no_libc(name):
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(config.ctypes, "CDLL", no_libc)
+    assert config.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize("choice,line", [
+    ("auto", "device: cpu (no GPU found); compute dtype: float32; malloc keeps freed memory"),
+    ("cpu", "device: cpu (asked for with --device); compute dtype: float32; malloc keeps freed memory")])
+def test_pick_device_on_a_cpu_says_what_it_chose(choice, line, monkeypatch, capsys):
+    libc = FakeLibc()
+    monkeypatch.setattr(config.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(config.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(config.torch.backends.mps, "is_available", lambda: False)
+    device, autocast = config.pick_device(choice)
+    assert (device, capsys.readouterr().out.strip(), len(libc.calls)) == ("cpu", line, 2)
+    assert not isinstance(autocast, config.torch.autocast)
+
+
+def test_pick_device_cuda_without_cuda_exits_2(monkeypatch, capsys):
+    monkeypatch.setattr(config.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        config.pick_device("cuda")
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --device cuda but CUDA is not available (valid here: cpu)"

@@ -498,3 +498,32 @@ def test_bias_hook_on_a_model_without_moe_is_harmless():
     w = lin.weight.detach().clone()
     opt.step()
     assert not torch.equal(lin.weight, w) and load_stats(lin) == {}
+
+
+def test_grouped_mm_op_equals_torchs_grouped_mm_with_its_gradients():
+    """The custom op that torch.compile runs (moe.grouped_mm): the same product, and the written-out
+    backward (dgrad against w^T, wgrad per group) equal to torch's own autograd of _grouped_mm,
+    an empty group included."""
+    torch.manual_seed(0)
+    a, w = torch.randn(10, 8), torch.randn(3, 4, 8)  # 10 rows in 3 groups: 4, 0, 6
+    offs = torch.tensor([4, 4, 10], dtype=torch.int32)
+    g = torch.randn(10, 4)
+    outs, grads = [], []
+    for mm in (torch._grouped_mm, moe.grouped_mm):
+        a_, w_ = a.clone().requires_grad_(), w.clone().requires_grad_()
+        y = mm(a_, w_.transpose(-2, -1), offs=offs)
+        y.backward(g)
+        outs.append(y.detach())
+        grads.append((a_.grad, w_.grad))
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert (grads[1][1][1] == 0).all()  # the empty group's weights: zero gradient
+    want_w0 = g[:4].t() @ a[:4]  # (out, in) of expert 0, by hand
+    torch.testing.assert_close(grads[1][1][0], want_w0, rtol=1e-6, atol=1e-6)
+
+
+def test_expert_counts_is_bincount():
+    idx = torch.tensor([[0, 3], [3, 5], [5, 3]])
+    assert moe.expert_counts(idx, 7).tolist() == torch.bincount(idx.flatten(), minlength=7).tolist() \
+        == [1, 0, 0, 3, 0, 2, 0]

@@ -356,6 +356,9 @@ def run_stage(name, settings, args, device, autocast, preset, cfgs, fp8_recipe):
     save = lambda step: run.save(model, opt, step, cfgs, enc, ref.state_dict() if keep_ref else None)
     run.progress(n_steps)
     trained = dist.wrap(model)  # the model the training forward/backward runs through (DDP if N > 1)
+    if st.loop == "sft" and st.init is None and train_cfg.compile:  # a pretrain: one batch shape
+        x, y = batch_at(run.step, 0)
+        trained = loops.compiled(trained, x[dist.my_share(len(x))], y[dist.my_share(len(y))], autocast)
 
     # ---- the loop
     if st.loop == "sft":
