@@ -139,6 +139,14 @@ class KVCache:
         self.k, self.v = self.k[rows], self.v[rows]
 
 
+@torch.compiler.disable
+def embed(table, idx):
+    """table(idx), kept out of torch.compile's graphs (loops.compiled): inductor writes an
+    embedding's backward as a scatter-add with atomics, whose order of additions, and so the
+    trained weights, change from run to run. Eager's is fixed: the same run, bit for bit."""
+    return table(idx)
+
+
 def distinct(seqs):
     """The rows that hold each distinct token list first, and for every row the index of its
     list among those: ([U], [B]). GRPO's G samples of a prompt share one prefill."""
@@ -212,7 +220,7 @@ class GPT(nn.Module):
         if pos is None:
             pos = torch.arange(T, device=idx.device).expand(B, T)
         cos, sin = self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1)  # (B, 1, T, D/2)
-        x = self.tok_emb(idx)                                        # (B, T, C)
+        x = embed(self.tok_emb, idx)                                 # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, None if caches is None else caches[i])
         x = self.norm(x)

@@ -499,3 +499,20 @@ def test_the_cpu_preset_compiles_its_pretrain_and_tiny_does_not():
     args = train.parse_args([])
     assert train.build_configs(args, "cpu")[1]["train"].compile
     assert not train.build_configs(train.parse_args(["--preset", "tiny"]), "cpu")[1]["train"].compile
+
+
+def test_the_compiled_graph_leaves_the_embedding_to_eager():
+    """model.embed stays out of torch.compile's graphs, so the embedding's backward is eager's
+    (a fixed order of additions) and a compiled pretrain gives the same weights on every run."""
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm.code)
+        return gm.forward
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_kv_head=1, n_embd=16,
+                          mlp_hidden=32))
+    x = torch.randint(0, 64, (2, 16))
+    torch.compile(model, backend=capture)(x, x)
+    assert graphs and all("embedding" not in code and "tok_emb" not in code for code in graphs)
+    assert any("lm_head" in code or "linear" in code for code in graphs)  # the rest is compiled
