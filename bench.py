@@ -9,9 +9,10 @@ Speeds come with their fraction of this machine's matmul peak, measured in the s
 (peak.fp32_gflops: an fp32 1024^3 matmul) from FLOPs per token counted from the config
 (GPT.flops_per_token): *_peak_frac is the figure to push, since absolute speed moves with the machine.
 Groups: model (training tokens/s of the pretrain step as train.py runs it on a CPU, compiled,
-and its compile time; eager in fp32 and in bf16 autocast for comparison; sampling tokens/s), moe (MoE layer vs dense and vs a loop), fp8 (loss gap of each recipe against full
-precision after a full cpu-preset pretrain: six runs, about 1.5 hours on 2 cores, reused once
-done; CPU step time), rewards (verdicts/s and p99 latency), grpo (one GRPO step split into its
+and its compile time; eager in fp32 and in bf16 autocast for comparison; sampling tokens/s),
+moe (MoE layer vs dense and vs a loop), fp8 (loss gap of each recipe against full precision
+after a full cpu-preset pretrain: six runs, about 1.5 hours on 2 cores, reused once done; CPU
+step time), rewards (verdicts/s and p99 latency), grpo (one GRPO step split into its
 phases), ddp (training tokens/s in 1 and 2 processes over gloo, the cores shared out). All at
 the cpu preset's shapes on the machine it runs on; the CPU may be shared, so treat small
 differences as noise.
@@ -30,8 +31,8 @@ import sys
 import tempfile
 import time
 import types
-from unittest import mock
 from fractions import Fraction
+from unittest import mock
 
 import torch
 import torch.multiprocessing as mp

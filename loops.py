@@ -50,9 +50,8 @@ def compiled(model, x, y, autocast):
               file=sys.stderr)
         fast = model
     model.zero_grad(set_to_none=True)
-    for m in model.modules():
-        if isinstance(m, moe.MoE):
-            m.tokens_per_expert.zero_()
+    for m in moe._moe_layers(model):  # the compiling step's expert counts: not a training step's
+        m.tokens_per_expert.zero_()
     return fast
 
 
