@@ -40,9 +40,9 @@ world into three disjoint parts: the pretraining corpus, the RL prompts, and the
 general tasks are split the same way. Held-out problems are never trained on by any stage, and
 each appears in the held-out set once.
 
-Checks (reflect.py, off by default: check_mode "none"). A chain may follow its steps with a
-check, the step's key fact recomputed another way, and redo a step the check finds wrong; the
-R1-Zero "aha moment" experiment of the README. "restate" is its control, checks that never fix.
+Checks (reflect.py, off by default: check_mode "none"). A chain may check each step's sum or
+difference in columns and go on from the checked number, which fixes a slip; the R1-Zero "aha
+moment" experiment of the README. "restate" is its control, checks that never fix.
 
 The tokenizer (tokenizer.py) is a byte-level BPE trained here on the corpus, digits one per
 token so that the model sees numbers digit by digit. No network is ever touched.
@@ -106,6 +106,9 @@ def _bump(rng, v):
     return v + rng.choice([-2, -1, 1, 2])
 
 
+SUM_SLIP = 10  # gen_arith's slip code 10 + i: the sum of digit i slips, not its product
+
+
 def gen_arith(rng, d, slip=None):
     """n-digit times 1-digit by long multiplication (d=1: 2 digits, d=2: 3, d=3: 4)."""
     a, b = rng.randint(10 ** d, 10 ** (d + 1) - 1), rng.randint(2, 9)
@@ -116,6 +119,8 @@ def gen_arith(rng, d, slip=None):
         if i == slip:
             p = max(0, _bump(rng, p))
         s = p + carry
+        if slip == SUM_SLIP + i:  # a slip in the carry's sum (checked chains only: SLIP_CODES)
+            s = max(0, _bump(rng, s))
         last = i == len(digits) - 1
         if last:
             sofar = str(s) + sofar
@@ -188,10 +193,8 @@ def gen_frac(rng, d, slip=None):
     den, n1, n2 = b * e, a * e, c * b
     if slip == 0:
         n1 = _bump(rng, n1)
-    if slip == 4:  # codes 3 and 4 slip in steps that slip documents never touch: checks only (SLIP_CODES)
-        den = _bump(rng, den)
     num = n1 + n2 if op == "+" else n1 - n2
-    if slip == 3:
+    if slip == 3:  # code 3 slips the sum, a step that slip documents never touch: checks only (SLIP_CODES)
         num = _bump(rng, num)
     steps = [(f"The common denominator is {b} * {e} = {den}.", f"公分母是 {b} * {e} = {den}。"),
              (f"{a} * {e} = {n1} and {c} * {b} = {n2}.", f"{a} * {e} = {n1}，{c} * {b} = {n2}。"),
@@ -204,9 +207,10 @@ def gen_frac(rng, d, slip=None):
 
 GENERATORS = {"arith": gen_arith, "linear": gen_linear, "poly": gen_poly, "frac": gen_frac}
 N_STEPS = {"arith": lambda d: d + 1, "linear": lambda d: 2, "poly": lambda d: 3, "frac": lambda d: 3}
-# the slips of a checked chain: one per step that has a key fact to check (reflect.py)
-SLIP_CODES = {"arith": lambda d: range(d + 1), "linear": lambda d: (0, 1), "poly": lambda d: (0, 1),
-              "frac": lambda d: (0, 3, 4)}
+# the slips of a checked chain: in the facts a check recomputes (reflect.checkable: sums and
+# differences), one per step that has one
+SLIP_CODES = {"arith": lambda d: range(SUM_SLIP, SUM_SLIP + d + 1), "linear": lambda d: (0,),
+              "poly": lambda d: (0,), "frac": lambda d: (3,)}
 
 
 def split_of(kind, key):

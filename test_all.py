@@ -226,7 +226,7 @@ def test_report_shows_reflection(tiny_run, tmp_path):
     report = open(os.path.join(out, "report.md")).read()
     assert "| reflection |" in report and "| 25.0% |" in report
     assert ("zero (R1-Zero): 25.0% of held-out responses check a step; right 50.0% with a check, 10.0% without. "
-            "The checks: 0 fixed, 1 failed, 2 confirmed, 3 missed, 4 broke, 5 looped, 6 unmatched.") in report
+            "The checks: 0 fixed, 1 confirmed, 2 missed, 3 broke, 4 looped, 5 unmatched.") in report
     assert report.count("of held-out responses check a step") == 1  # the other stages have no check
 
 

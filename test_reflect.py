@@ -6,6 +6,8 @@ back counts each kind of check. References: exact arithmetic and hand-written re
     python -m pytest test_reflect.py -q
 """
 import random
+import re
+from collections import Counter
 
 import pytest
 
@@ -24,6 +26,13 @@ def checks_of(text):
     return list(reflect.CHECK_RE.finditer(text))
 
 
+def stripped(text, lang="en"):
+    """A checked chain with its checks taken out: the chain as it reads without them."""
+    end, comma = reflect.END[lang], reflect.COMMA[lang]
+    return re.sub(re.escape(end + reflect.SEP[lang]) + reflect.CHECK_RE.pattern + "(?:" + re.escape(comma) + ")?",
+                  lambda m: comma if m.group(0).endswith(comma) else "", text)
+
+
 @pytest.mark.parametrize("kind,d", KINDS)
 def test_clean_chains_pass_every_check(kind, d):
     for seed in range(20):
@@ -31,80 +40,111 @@ def test_clean_chains_pass_every_check(kind, d):
             p = problem(kind, d, seed, lang=lang)
             text, answer = data.worked(p, lang, "fix")
             assert answer == p.answer
+            steps = [s[lang == "zh"] for s in p.steps]
+            assert stripped(text, lang) == " ".join(steps)  # the checks are inserted, nothing else changes
             cs = checks_of(text)
-            n_facts = sum(reflect.first_fact(s[0]) is not None for s in p.steps)
-            assert len(cs) == n_facts >= len(p.steps) - 1
-            for c in cs:  # each check is a true computation that agrees with its step
-                a, op, b, r = int(c[1]), c[3], int(c[4]), int(c[5])
-                assert reflect.true_value(a, op, b) == r and c[6] is None
-            assert reflect.REDO[lang] not in text
-            assert dict(reflect.check_outcomes(f"<think> {text} </think>")) == {"confirmed": n_facts}
+            checked = [reflect.checkable(s)[0] for s in steps if reflect.checkable(s)]
+            assert len(cs) == len(checked) >= 1 and (kind != "arith" or len(cs) == len(steps))
+            for c, m in zip(cs, checked):  # each check reaches its step's (true) value
+                assert int(c[5]) == int(m[5]) == reflect.true_value(*reflect.fact_of(m)[:3])
+            assert reflect.check_outcomes(f"<think> {text} </think>") == {"confirmed": len(cs)}
 
 
 @pytest.mark.parametrize("kind,d", KINDS)
-def test_a_check_catches_each_slip_and_redoes_it(kind, d):
+def test_a_check_catches_each_slip_and_the_chain_goes_on_from_it(kind, d):
     noop = 0
     for code in data.SLIP_CODES[kind](d):
         for seed in range(10):
             p = problem(kind, d, seed, slip=code)
             clean_steps, clean_answer = p.clean
-            if p.steps == clean_steps:  # 0 * 6 cannot slip below 0 (gen_arith): nothing to catch
+            if p.steps == clean_steps:  # 0 + 0 cannot slip below 0 (gen_arith): nothing to catch
                 noop += 1
-                assert data.worked(p, "en", "fix")[0] == data.worked(data.Problem(**{**vars(p), "clean": None}),
-                                                                     "en", "fix")[0]
                 continue
-            # the clean problem is this one done right: every key fact true (a slip may leave the answer:
-            # 66 // 8 is 8 as 64 // 8 is, gen_linear)
+            # the clean problem is this one done right: every checked fact true
             for s in clean_steps:
-                fact = reflect.first_fact(s[0])
-                assert fact is None or reflect.true_value(*fact[:3]) == fact[3]
+                for m in reflect.checkable(s[0]):
+                    assert reflect.true_value(*reflect.fact_of(m)[:3]) == int(m[5])
             text, answer = data.worked(p, "en", "fix")
             assert answer == clean_answer
-            assert text.count(": wrong") == 1 and text.count("Redo:") == 1
-            # the redone step is the clean one, and the chain goes on from the clean values
-            after = text.split("Redo: ")[1]
+            assert reflect.check_outcomes(text) == Counter(fixed=1, confirmed=len(checks_of(text)) - 1)
+            # the slipped step up to its sum, the check, then the clean step's rest and the clean chain
             i = next(i for i, (s, c) in enumerate(zip(p.steps, clean_steps)) if s != c)
-            assert after.startswith(clean_steps[i][0])
-            for s in clean_steps[i + 1:]:
-                assert s[0] in after
-            assert dict(reflect.check_outcomes(text)) == {"fixed": 1, "confirmed": len(checks_of(text)) - 1}
+            slipped, clean = p.steps[i][0], clean_steps[i][0]
+            m, mc = reflect.checkable(slipped)[0], reflect.checkable(clean)[0]
+            assert int(m[5]) != int(mc[5])
+            head, tail = text.split(slipped[:m.end()] + ". Check: ")
+            before = [s[0] for s in clean_steps[:i]]  # (the steps before the slip are its clean twin's)
+            assert head == reflect.checked_chain(before, before, "en", "fix")[0] + " " * (i > 0)
+            check = reflect.CHECK_RE.match("Check: " + tail)
+            assert int(check[5]) == int(mc[5])  # the check reaches the clean value...
+            after, rest = ("Check: " + tail)[check.end():], clean[mc.end():]
+            assert after.startswith(rest if rest.startswith(".") else ", " + rest.lstrip(", "))  # ...and the step goes on
+            assert stripped(after).endswith(" ".join(s[0] for s in clean_steps[i:])[len(clean):])  # so does the chain
             # the control: the same document restated never catches, and keeps the slipped answer
             text_r, answer_r = data.worked(p, "en", "restate")
-            assert answer_r == p.answer and ": wrong" not in text_r and "Redo:" not in text_r
-            assert len(checks_of(text_r)) == len(checks_of(text))  # one check per checked step
-            assert reflect.check_outcomes(text_r)["missed"] >= 1  # a slip can make a later fact false too
+            assert answer_r == p.answer and stripped(text_r) == " ".join(s[0] for s in p.steps)
+            assert len(checks_of(text_r)) == len(checks_of(text))
+            assert reflect.check_outcomes(text_r)["missed"] == 1 and reflect.check_outcomes(text_r)["fixed"] == 0
     assert noop <= 2
+
+
+def test_columns_are_table_facts_that_compose_the_result():
+    rng = random.Random(0)
+    pairs = [(rng.randint(0, 999), rng.randint(0, 999)) for _ in range(300)] + [(100, 1), (13, 8), (95, 7), (4, 12)]
+    for a, b in pairs:
+        for op in "+-":
+            x, y = (a, b) if op == "+" or a >= b else (b, a)
+            cols = reflect.columns(x, op, y, "en").split(", ")
+            digits = []
+            for col in cols:  # each column a true fact of one-digit terms (a borrowed ten, a carry of 1)
+                lhs, r = col.split(" = ")
+                terms = [int(v) for v in re.split(r" [-+] ", lhs)]
+                assert int(r) == (sum(terms) if op == "+" else terms[0] - sum(terms[1:]))
+                assert all(v <= 9 for v in terms[1:]) and terms[0] <= (9 if op == "+" else 19)
+                digits.append(int(r) % 10)
+            carry = int(cols[-1].split(" = ")[1]) // 10 if op == "+" else 0
+            assert int(str(carry) + "".join(map(str, digits[::-1]))) == true_value(x, op, y)
+    assert reflect.columns(35, "+", 28, "en") == "5 + 8 = 13, 3 + 2 + 1 = 6"
+    assert reflect.columns(100, "-", 1, "zh") == "10 - 1 = 9，10 - 0 - 1 = 9，1 - 0 - 1 = 0"
+
+
+def true_value(x, op, y):
+    return x + y if op == "+" else x - y
 
 
 def test_check_text_by_hand():
     fix = lambda fact, lang="en": reflect.check_text(fact, lang, "fix")
-    assert fix((7, "*", 6, 44, "")) == ("Check: 6 * 7 = 42, against 44: wrong.", True)
-    assert fix((7, "*", 6, 42, "")) == ("Check: 6 * 7 = 42, against 42: right.", False)
-    assert fix((40, "+", 6, 48, "x")) == ("Check: 48x - 6x = 42x, against 40x: wrong.", True)
-    assert fix((28, "-", 6, 22, "x")) == ("Check: 22x + 6x = 28x, against 28x: right.", False)
-    assert fix((3, "+", -8, -5, "x")) == ("Check: -5x + 8x = 3x, against 3x: right.", False)  # -8 folds into the sign
-    assert fix((18, "/", 3, 6, "")) == ("Check: 6 * 3 = 18, against 18: right.", False)
-    assert fix((53, "-", 13, 41, ""), "zh") == ("验算：41 + 13 = 54，对照 53：错。", True)
-    assert reflect.check_text((7, "*", 6, 44, ""), "en", "restate") == ("Check: 7 * 6 = 44, against 44: right.", False)
+    assert fix((40, "+", 6, 48, "x")) == ("Check: 40x + 6x: 0 + 6 = 6, 4 + 0 = 4, so 46x", 46)
+    assert fix((-14, "-", 5, -21, "x")) == ("Check: 14x + 5x: 4 + 5 = 9, 1 + 0 = 1, so -19x", -19)  # one sign
+    assert fix((20, "-", 4, 16, "x")) == ("Check: 20x - 4x: 10 - 4 = 6, 2 - 0 - 1 = 1, so 16x", 16)
+    assert fix((3, "+", -8, 5, "x")) == ("Check: 8x - 3x: 8 - 3 = 5, so -5x", -5)  # the larger term's sign
+    assert fix((3, "-", -8, 11, "")) == ("Check: 3 + 8: 8 + 3 = 11, so 11", 11)  # 3 - -8 is 3 + 8
+    assert fix((8, "-", 8, 1, "x")) == ("Check: 8x - 8x: 8 - 8 = 0, so 0x", 0)
+    assert fix((42, "+", 0, 43, "")) == ("Check: 42 + 0 = 42", 42)  # nothing to do in columns
+    assert fix((0, "+", 7, 7, "")) == ("Check: 0 + 7: 7 + 0 = 7, so 7", 7)  # (a carry onto a 0 product, gen_arith)
+    assert fix((-6, "+", 0, -6, "x")) == ("Check: -6x + 0x = -6x", -6)
+    assert fix((53, "-", 13, 41, ""), "zh") == ("验算：53 - 13：3 - 3 = 0，5 - 1 = 4，所以 40", 40)
+    assert reflect.check_text((12, "+", 4, 15, ""), "en", "restate") == ("Check: 12 + 4 = 15", 15)
+    assert reflect.check_text((3, "+", -8, 5, "x"), "en", "restate") == ("Check: 3x - 8x = 5x", 5)
 
 
 def test_check_outcomes_by_hand():
-    text = (" <think> 7 * 6 = 42. Check: 6 * 7 = 42, against 42: right. 5 + 9 = 15. Check: 15 - 9 = 6, against 5: "
-            "wrong. Redo: 5 + 9 = 14. 3 * 4 = 13. Check: 4 * 3 = 12, against 13: wrong. Redo: 3 * 4 = 11. 2 * 2 = 5. "
-            "Check: 2 * 2 = 4, against 5: wrong. Redo: 2 * 2 = 4. 8 + 1 = 9. Check: 9 - 1 = 7, against 8: wrong. "
-            "Redo: 8 + 1 = 9. 6 * 6 = 37. Check: 6 * 6 = 37. 9 * 9 = 81. Check: 9 * 9 = 81. Check: 9 * 9 = 81, "
-            "against 81: right. Check: 9 * 9 = 81. Check: 1 + 1 = 2. </think> <answer> 1 </answer> "
-            "Check: 6 * 7 = 42.")
-    assert reflect.check_outcomes(text) == {"confirmed": 3, "fixed": 2, "failed": 1, "broke": 1, "missed": 1,
-                                            "looped": 1, "unmatched": 1}
-    assert reflect.has_check(text) and not reflect.has_check(" <think> 7 * 6 = 42. </think> Check: 6 * 7 = 42.")
-    assert reflect.has_check(" <think> 我一步一步来算。验算：6 * 7 = 42，对照 42：对。</think>")
+    text = (" <think> 12 + 4 = 15. Check: 12 + 4: 2 + 4 = 6, 1 + 0 = 1, so 16, so 27 * 6 = 162. "  # fixed
+            "5 + 9 = 14. Check: 5 + 9: 5 + 9 = 14, so 14. "                                        # confirmed
+            "8 + 1 = 10. Check: 8 + 1: 8 + 1 = 10, so 10. "                                        # missed
+            "3x - 8x = -5x. Check: 8x - 3x: 8 - 3 = 6, so -6x. "                                   # broke
+            "7 + 7 = 14. Check: 7 + 7 = 14. Check: 7 + 7: 7 + 7 = 14, so 14. Check: 7 + 7 = 14. "  # 2 confirmed, looped
+            "Check: 1 + 1 = 2. 6 * 6 = 36. Check: 6 * 6 = 36. </think> <answer> 1 </answer> Check: 6 + 7 = 13.")
+    assert reflect.check_outcomes(text) == {"fixed": 1, "confirmed": 3, "missed": 1, "broke": 1, "looped": 1,
+                                            "unmatched": 2}  # 1 + 1 is no step, a product is never checked
+    assert reflect.has_check(text) and not reflect.has_check(" <think> 7 + 6 = 13. </think> Check: 6 + 7 = 13.")
+    assert reflect.has_check(" <think> 我一步一步来算。验算：6 + 7：6 + 7 = 13，所以 13。</think>")
 
 
 def test_reflection_summary():
-    texts = [" <think> 7 * 6 = 44. Check: 6 * 7 = 42, against 44: wrong. Redo: 7 * 6 = 42. </think>",
-             " <think> 7 * 6 = 42. Check: 6 * 7 = 42, against 42: right. </think>", " <think> I know this one. </think>",
-             " <think> 7 * 6 = 41. </think>"]
+    texts = [" <think> 7 + 6 = 14. Check: 7 + 6: 7 + 6 = 13, so 13. </think>",
+             " <think> 7 + 6 = 13. Check: 7 + 6: 7 + 6 = 13, so 13. </think>", " <think> I know this one. </think>",
+             " <think> 7 + 6 = 12. </think>"]
     res = evaluate.reflection_summary(texts, [1.0, 0.0, 1.0, 0.0])
     assert res["reflection_rate"] == 0.5 and res["n_with_reflection"] == 2
     assert res["accuracy_with_reflection"] == 0.5 and res["accuracy_without_reflection"] == 0.5
@@ -138,31 +178,29 @@ def test_checks_are_rare_under_the_template():
     assert abs(rate(chains) - cfg.p_template_check) < 0.03
     careful = cfg.p_chain / (cfg.p_chain + cfg.p_slip + cfg.p_switch)  # the plain chains that may check
     assert abs(rate(plain) - cfg.p_check * careful) < 0.02
-    slipped = [d for d in docs if ": wrong" in d or "：错" in d]
+    response = lambda d: re.split("Assistant:|助手：", d)[-1]  # (the template's prompt holds a </think>)
+    slipped = [d for d in docs if reflect.check_outcomes(response(d))["fixed"]]  # a check reaching another value
     assert abs(len(slipped) / sum(map(marked, docs)) - cfg.p_check_slip) < 0.05
 
 
+
 def test_reading_edges_by_hand():
-    """The edges of check_outcomes: a negative operand folds into the sign of a sum's check, a
-    fact written inside a check is not a step, a third check of one fact is a loop, and a redo
-    is the first fact after the check, never one before it."""
+    """The edges of check_outcomes: a negative operand folds into the sign, a fact written inside
+    a check is not a step, a third check of one fact is a loop, and a check is paired with the
+    nearest step before it whose terms it works with."""
     assert reflect.binary(5, "+", -8, "x") == "5x - 8x" and reflect.binary(5, "-", -8, "") == "5 + 8"
     assert reflect.binary(5, "+", 0, "") == "5 + 0" and reflect.binary(5, "-", 8, "") == "5 - 8"
-    # a sum with a negative term: the check is found and the step confirmed
-    text = "<think> 3x + -8x = -5x. Check: -5x + 8x = 3x, against 3x: right. </think>"
-    assert reflect.check_outcomes(text) == {"confirmed": 1}
-    # "6 * 7 = 42" inside the first check is not a step the second check could be the check of
-    text = "<think> 7 * 6 = 44. Check: 6 * 7 = 42, against 44: wrong. Check: 7 * 6 = 42, against 42: right. </think>"
-    assert reflect.check_outcomes(text) == {"failed": 1, "missed": 1}
+    # a sum with a negative term: the check works with magnitudes and is found
+    assert reflect.check_outcomes("<think> 3x + -8x = -5x. Check: 8x - 3x: 8 - 3 = 5, so -5x. </think>") == {"confirmed": 1}
+    # "7 + 6 = 13" inside the first check is not a step the second check could be the check of
+    text = "<think> 7 + 6 = 12. Check: 7 + 6: 7 + 6 = 13, so 13. Check: 7 + 6: 7 + 6 = 13, so 13. </think>"
+    assert reflect.check_outcomes(text) == {"fixed": 2}
     # two checks of one fact are not a loop; the third is
-    two = "<think> 7 * 6 = 42. Check: 6 * 7 = 42, against 42: right. Check: 6 * 7 = 42, against 42: right."
+    two = "<think> 7 + 6 = 13. Check: 7 + 6 = 13. Check: 7 + 6 = 13."
     assert reflect.check_outcomes(two) == {"confirmed": 2}
-    assert reflect.check_outcomes(two + " Check: 6 * 7 = 42. </think>") == {"confirmed": 2, "looped": 1}
-    # the redo must follow the check: a right fact before it does not count as the fix
-    text = "<think> 2 * 3 = 6. 7 * 6 = 44. Check: 6 * 7 = 42, against 44: wrong. Redo: 7 * 6 = 43. </think>"
-    assert reflect.check_outcomes(text) == {"failed": 1}
-    text = "<think> 7 * 6 = 42. 7 * 6 = 44. Check: 6 * 7 = 42, against 44: wrong. 1 + 1 = 2. </think>"
-    assert reflect.check_outcomes(text) == {"failed": 1}
-    # a check is paired with the nearest fact before it, the one whose recomputation it is
-    text = "<think> 7 * 6 = 44. 9 + 1 = 10. Check: 10 - 1 = 9, against 9: right. </think>"
+    assert reflect.check_outcomes(two + " Check: 7 + 6 = 13. </think>") == {"confirmed": 2, "looped": 1}
+    # paired with the nearest fact before it that it can be the check of
+    text = "<think> 9 + 1 = 11. 7 * 6 = 44. 9 + 1 = 10. Check: 9 + 1: 9 + 1 = 10, so 10. </think>"
     assert reflect.check_outcomes(text) == {"confirmed": 1}
+    # a check is never of a fact after it
+    assert reflect.check_outcomes("<think> Check: 9 + 1 = 10. 9 + 1 = 10. </think>") == {"unmatched": 1}
