@@ -142,9 +142,9 @@ def check_text(fact, lang, mode):
 def checked_chain(steps, clean_steps, lang, mode):
     """A chain of `steps` (sentences in `lang`, one of them perhaps slipped in its sum) with a
     check right after each step's sum or difference (a step has one at most), before what the
-    step makes of it: the step's rest follows the check's value. A check that reaches another value than the
-    slipped step took the rest of the step from `clean_steps` (the same problem without the
-    slip), and the chain goes on from the clean values. Returns the text and whether a slip was
+    step makes of it: the step's rest follows the check's value. A check that reaches another
+    value than the slipped step took the rest of the step from `clean_steps` (the same problem
+    without the slip), and the chain goes on from the clean values. Returns the text and whether a slip was
     caught (then the answer is the clean one)."""
     out, fixed = [], False
     for step, clean in zip(steps, clean_steps):
