@@ -78,7 +78,8 @@ def test_a_check_catches_each_slip_and_the_chain_goes_on_from_it(kind, d):
             check = reflect.CHECK_RE.match("Check: " + tail)
             assert int(check[5]) == int(mc[5])  # the check reaches the clean value...
             after, rest = ("Check: " + tail)[check.end():], clean[mc.end():]
-            assert after.startswith(rest if rest.startswith(".") else ", " + rest.lstrip(", "))  # ...and the step goes on
+            # ...and the step goes on from it
+            assert after.startswith(rest if rest.startswith(".") else ", " + rest.lstrip(", "))
             assert stripped(after).endswith(" ".join(s[0] for s in clean_steps[i:])[len(clean):])  # so does the chain
             # the control: the same document restated never catches, and keeps the slipped answer
             text_r, answer_r = data.worked(p, "en", "restate")
@@ -191,7 +192,8 @@ def test_reading_edges_by_hand():
     assert reflect.binary(5, "+", -8, "x") == "5x - 8x" and reflect.binary(5, "-", -8, "") == "5 + 8"
     assert reflect.binary(5, "+", 0, "") == "5 + 0" and reflect.binary(5, "-", 8, "") == "5 - 8"
     # a sum with a negative term: the check works with magnitudes and is found
-    assert reflect.check_outcomes("<think> 3x + -8x = -5x. Check: 8x - 3x: 8 - 3 = 5, so -5x. </think>") == {"confirmed": 1}
+    text = "<think> 3x + -8x = -5x. Check: 8x - 3x: 8 - 3 = 5, so -5x. </think>"
+    assert reflect.check_outcomes(text) == {"confirmed": 1}
     # "7 + 6 = 13" inside the first check is not a step the second check could be the check of
     text = "<think> 7 + 6 = 12. Check: 7 + 6: 7 + 6 = 13, so 13. Check: 7 + 6: 7 + 6 = 13, so 13. </think>"
     assert reflect.check_outcomes(text) == {"fixed": 2}
