@@ -178,8 +178,11 @@ grouped_mm.register_autograd(_grouped_mm_backward, setup_context=lambda ctx, inp
 
 
 def expert_counts(idx, E):
-    """How many entries of idx (any shape) name each of the E experts -> (E,) int64: bincount
-    with minlength E, but with a length that does not depend on the data (torch.compile)."""
+    """How many entries of idx (any shape) name each of the E experts -> (E,) int64. Eager:
+    bincount. Under torch.compile, a comparison whose length does not depend on the data
+    (bincount's does, and breaks the graph); (M, E) booleans, so only where it must."""
+    if not torch.compiler.is_compiling():
+        return torch.bincount(idx.flatten(), minlength=E)
     return (idx.reshape(-1, 1) == torch.arange(E, device=idx.device)).sum(0)
 
 
