@@ -15,7 +15,9 @@ With probes=True (the base and zero) it adds what explains their behaviour, by f
 opening of the <think> block: accuracy_forced_bare / _forced_chain (the reasoning gap: does a
 chain pay?), and on Chinese prompts zh_accuracy_chain_zh / _chain_en (does an English chain pay
 more than a Chinese one? that gap is what pulls R1-Zero into English, and the price the
-language reward pays, R1 §2.3.2).
+language reward pays, R1 §2.3.2); and, when some responses check a step, accuracy_checks_banned
+(+ _with_reflection_checks_banned, format_rate_ and reflection_rate_checks_banned): the same
+problems with every check forbidden at decode (do the checks pay?).
 
 report.md is built from the eval.json files alone, so it can be rebuilt without training.
 """
@@ -43,10 +45,11 @@ def mean(xs):
 
 
 @torch.no_grad()
-def respond(model, enc, problems, max_new_tokens, prefix="", batch=100):
+def respond(model, enc, problems, max_new_tokens, prefix="", batch=100, ban=()):
     """Greedy responses (optionally forced to begin with `prefix`, one per problem or one for
-    all). Returns the texts (prefix included) and their token counts. Under data parallel each
-    rank answers a contiguous share and every rank gets all the answers, in order."""
+    all; never writing the token ids in `ban`). Returns the texts (prefix included) and their
+    token counts. Under data parallel each rank answers a contiguous share and every rank gets all
+    the answers, in order."""
     prefixes = prefix if isinstance(prefix, list) else [prefix] * len(problems)
     mine = dist.my_share(len(problems), even=False)
     problems, prefixes = problems[mine], prefixes[mine]
@@ -56,7 +59,7 @@ def respond(model, enc, problems, max_new_tokens, prefix="", batch=100):
     for i in range(0, len(problems), batch):
         chunk, pre = problems[i:i + batch], prefixes[i:i + batch]
         outs = model.generate([enc.encode_ordinary(p.prompt + x) for p, x in zip(chunk, pre)],
-                              max_new_tokens, enc.eot_token, temperature=0)
+                              max_new_tokens, enc.eot_token, temperature=0, ban=ban)
         for o, x in zip(outs, pre):
             ntoks.append(len(o))
             texts.append(x + enc.decode([t for t in o if t != enc.eot_token]))
@@ -114,6 +117,8 @@ def full_eval(model, enc, cfgs, probes=False, autocast=None, heldout=None):
             res[f"accuracy_general_{kind}"] = mean(a for a, p in zip(g["accuracy"], general) if p.kind == kind)
         if probes:
             res.update(forced_openings(model, enc, problems, budget))
+        if probes and res["n_with_reflection"]:
+            res.update(checks_banned(model, enc, problems, budget, [reflect.has_check(t) for t in texts]))
     res["heldout_set"] = heldout_signature(cfgs) + (f" file={heldout[1]}" if heldout else "")
     picks = [next((p, t) for p, t in zip(problems, texts) if p.lang == lang) for lang in ("en", "zh")
              if any(p.lang == lang for p in problems)]
@@ -135,6 +140,22 @@ def forced_openings(model, enc, problems, budget):
             "accuracy_forced_chain": mean(chain), "zh_accuracy_chain_zh": mean(chain[i] for i in zh),
             "zh_accuracy_chain_en": mean(accuracies([problems[i] for i in zh], lambda p: data.CHAIN_OPENER["en"])),
             "n_zh": len(zh)}
+
+
+def checks_banned(model, enc, problems, budget, checked):
+    """What the checks buy: the same problems answered with every check forbidden (the marker's
+    tokens banned at decode, reflect.marker_tokens). Responses with and without a check answer
+    different problems (RL settles on checking some kinds of problem and not others), so
+    accuracy_with/_without_reflection compare kinds as much as checks; this compares one model
+    on the same prompts. checked: per problem, whether its free response checks a step.
+    reflection_rate_checks_banned counts checks written anyway (a marker spelt in other tokens);
+    format_rate_checks_banned shows when a ban pushes the model off the only path it knows."""
+    texts, _ = respond(model, enc, problems, budget, ban=reflect.marker_tokens(enc))
+    s = score(texts, problems)
+    return {"accuracy_checks_banned": mean(s["accuracy"]),
+            "accuracy_with_reflection_checks_banned": mean(a for a, c in zip(s["accuracy"], checked) if c),
+            "format_rate_checks_banned": mean(s["format"]),
+            "reflection_rate_checks_banned": mean(map(reflect.has_check, texts))}
 
 
 def heldout_loss_fn(model, enc, data_cfg, batch_size, block, device, autocast):
@@ -168,7 +189,8 @@ def heldout_signature(cfgs):
 
 
 TABLE_KEYS = ("accuracy", "format_rate", "lang_consistency_zh", "lang_consistency_en", "mean_response_tokens",
-              "accuracy_general", "needless_chain_rate", "accuracy_forced_bare", "accuracy_forced_chain")
+              "accuracy_general", "needless_chain_rate", "accuracy_forced_bare", "accuracy_forced_chain",
+              "reflection_rate", "accuracy_checks_banned")
 
 
 def print_table(res, name, before, before_name):
@@ -335,6 +357,11 @@ def write_report(out_dir):
                           f"{cell(ev['accuracy_with_reflection'], 'pct')} with a check, "
                           f"{cell(ev['accuracy_without_reflection'], 'pct')} without. The checks: " +
                           ", ".join(f"{ev[f'checks_{k}']} {k}" for k in reflect.OUTCOMES) + "."]
+            if "accuracy_checks_banned" in ev:
+                banned, checked = ev["accuracy_checks_banned"], ev["accuracy_with_reflection_checks_banned"]
+                lines[-1] += (f" With every check forbidden at decode: {cell(banned, 'pct')} right (on the "
+                              f"problems it checks: {cell(checked, 'pct')}, against "
+                              f"{cell(ev['accuracy_with_reflection'], 'pct')} with the check).")
     if "rejection" in evals.get("sft2", {}):
         rs = evals["sft2"]["rejection"]
         lines += ["", f"sft2's rejection sampling: {rs['drawn']} samples drawn from rl1 over {rs['prompts']} prompts, "

@@ -237,7 +237,7 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def generate(self, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, top_p=None,
-                 use_cache=True, generator=None, rows=None):
+                 use_cache=True, generator=None, rows=None, ban=()):
         """Sample continuations for a batch of token-id prompts of different lengths.
 
         Prompts are left-padded, so every row's next token sits in the same column; pad slots
@@ -247,6 +247,7 @@ class GPT(nn.Module):
         rows=(first, total): this batch is rows first..first+B-1 of a global batch of `total`
         split over processes; each step draws the global batch's noise from `generator` and
         uses its own slice, so a row's sample does not depend on the split (dist.py).
+        ban: token ids never emitted (logits -inf at every step; evaluate's no-check probe).
         """
         dev, B = self.tok_emb.weight.device, len(prompts)
         lens = torch.tensor([len(p) for p in prompts], device=dev)
@@ -285,7 +286,10 @@ class GPT(nn.Module):
         live = torch.arange(B, device=dev)                           # (b,) rows still decoding
         done = torch.zeros(B, dtype=torch.bool, device=dev)          # (b,) of those, finished
         first, total = rows or (0, B)
+        ban = torch.tensor(ban, dtype=torch.long, device=dev)
         for t in range(max_new_tokens):
+            if len(ban):
+                logits = logits.index_fill(-1, ban, float("-inf"))
             u = torch.rand(total, generator=generator)[first:first + B].to(dev)[live]  # (b,) this step's noise
             nxt = sample_token(logits, temperature, top_k, top_p, u)  # (b,)
             nxt = torch.where(done, torch.full_like(nxt, eot), nxt)

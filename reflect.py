@@ -37,7 +37,8 @@ Reading a response: `has_check` looks for the world's fixed marker (Check: / 验
 words like "wait". `check_outcomes` pairs each check with the step it checks and counts, with
 the true arithmetic, the checks that fixed a wrong step (the check's number right), confirmed
 a right one, missed a wrong one (the check's number wrong too), broke a right one, or looped
-(the same fact checked a third time).
+(the same fact checked a third time). `marker_tokens` lists the tokens that write the marker,
+so that decoding can forbid checks and measure what they buy.
 """
 import re
 from collections import Counter
@@ -173,6 +174,15 @@ def has_check(text):
     """Does the response's reasoning contain a check (the world's marker, either language)?"""
     think = think_part(text)
     return any(marker in think for marker in CHECK.values())
+
+
+def marker_tokens(enc):
+    """Every token of the vocabulary that holds a check marker's word (Check, 验算), whatever
+    comes before it (" Check", "。验算："): banned at decode, they forbid checks, which is how
+    evaluate.py measures what the checks buy on the same prompts."""
+    words = [m.rstrip(":：").encode() for m in CHECK.values()]
+    return [i for i in range(enc.n_vocab) if i != enc.eot_token
+            and any(w in enc.decode_single_token_bytes(i) for w in words)]
 
 
 def check_outcomes(text):

@@ -219,14 +219,17 @@ def test_report_shows_reflection(tiny_run, tmp_path):
     shutil.copytree(tiny_run, out)
     path = os.path.join(out, "zero", "eval.json")
     ev = json.load(open(path))
+    assert "accuracy_checks_banned" not in ev  # the tiny zero never checks: the probe does not run
     ev.update(reflection_rate=0.25, n_with_reflection=50, accuracy_with_reflection=0.5, accuracy_without_reflection=0.1,
+              accuracy_checks_banned=0.125, accuracy_with_reflection_checks_banned=0.375,
               **{f"checks_{k}": i for i, k in enumerate(reflect.OUTCOMES)})
     json.dump(ev, open(path, "w"))
     evaluate.write_report(out)
     report = open(os.path.join(out, "report.md")).read()
     assert "| reflection |" in report and "| 25.0% |" in report
     assert ("zero (R1-Zero): 25.0% of held-out responses check a step; right 50.0% with a check, 10.0% without. "
-            "The checks: 0 fixed, 1 confirmed, 2 missed, 3 broke, 4 looped, 5 unmatched.") in report
+            "The checks: 0 fixed, 1 confirmed, 2 missed, 3 broke, 4 looped, 5 unmatched. With every check forbidden "
+            "at decode: 12.5% right (on the problems it checks: 37.5%, against 50.0% with the check).") in report
     assert report.count("of held-out responses check a step") == 1  # the other stages have no check
 
 

@@ -28,6 +28,22 @@ def test_cached_and_uncached_generation_agree():
         assert model.generate([p], 30, eot=96, temperature=0) == [c]
 
 
+def test_banned_tokens_are_never_generated():
+    """generate(ban=...) never emits a banned token, greedy or sampled, cached or not; banning a
+    token that greedy decoding never picks changes nothing (evaluate's no-check probe)."""
+    model = tiny_gpt()
+    prompts = [[1, 2, 3, 4, 5, 6], [7], [9, 9, 9]]
+    free = model.generate(prompts, 30, eot=96, temperature=0)
+    ban = sorted({row[0] for row in free} | {free[0][1]})  # the first tokens the free rows chose
+    for use_cache in (True, False):
+        greedy = model.generate(prompts, 30, eot=96, temperature=0, use_cache=use_cache, ban=ban)
+        sampled = model.generate(prompts, 30, eot=96, temperature=1.0, use_cache=use_cache, ban=ban,
+                                 generator=torch.Generator().manual_seed(0))
+        assert not any(t in ban for row in greedy + sampled for t in row)
+    unused = next(t for t in range(96) if all(t not in row for row in free))
+    assert model.generate(prompts, 30, eot=96, temperature=0, ban=[unused]) == free
+
+
 def test_cached_logits_match_full_forward():
     model = tiny_gpt()
     idx = torch.randint(0, 96, (2, 20))

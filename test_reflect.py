@@ -14,6 +14,7 @@ import pytest
 import data
 import evaluate
 import reflect
+import tokenizer
 
 KINDS = [(k, d) for k in data.KINDS for d in (1, 2, 3)]
 
@@ -206,3 +207,64 @@ def test_reading_edges_by_hand():
     assert reflect.check_outcomes(text) == {"confirmed": 1}
     # a check is never of a fact after it
     assert reflect.check_outcomes("<think> Check: 9 + 1 = 10. 9 + 1 = 10. </think>") == {"unmatched": 1}
+
+
+def checked_encoding():
+    """A BPE trained on checked chains of both languages, so that the marker's words become tokens
+    (in context: " Check", "。验算：")."""
+    texts = [data.worked(problem(kind, d, seed, lang=lang), lang, "fix")[0]
+             for kind, d in KINDS for seed in range(3) for lang in ("en", "zh")]
+    return tokenizer.make_encoding(tokenizer.train_bpe(texts, 400)), texts
+
+
+def test_marker_tokens_are_the_tokens_that_write_a_marker():
+    enc, texts = checked_encoding()
+    ban = reflect.marker_tokens(enc)
+    words = ("Check".encode(), "验算".encode())
+    assert ban and all(any(w in enc.decode_single_token_bytes(i) for w in words) for i in ban)
+    assert enc.eot_token not in ban
+    for text in texts:  # every checked chain, as the corpus tokenizes it, writes its markers with banned tokens
+        ids = enc.encode_ordinary(text)
+        n_markers = sum(text.count(m) for m in reflect.CHECK.values())
+        assert n_markers >= 1 and sum(i in ban for i in ids) == n_markers
+    assert not any(i in ban for i in enc.encode_ordinary(" <think> 7 + 6 = 13. Chess is checked. </think>"))
+
+
+class Scripted:
+    """A stand-in model. On the problems it checks it writes a checked chain and the right answer,
+    unless the tokens of that chain are banned: then it answers wrong, without a check (as a
+    model that needs its check). On the others it answers right without a check."""
+    training = False
+
+    def __init__(self, enc, problems, checks):
+        self.enc, self.by_prompt = enc, {p.prompt: (p, c) for p, c in zip(problems, checks)}
+
+    def eval(self):
+        pass
+
+    def train(self, mode=True):
+        pass
+
+    def generate(self, prompts, max_new_tokens, eot, temperature=1.0, ban=()):
+        out = []
+        for ids in prompts:
+            p, check = self.by_prompt[self.enc.decode(ids)]
+            chain = " 7 + 6 = 13. Check: 7 + 6: 7 + 6 = 13, so 13." if check else " 7 + 6 = 13."
+            text = f" <think>{chain} </think> <answer> {p.answer} </answer>"
+            if set(self.enc.encode_ordinary(text)) & set(ban):
+                text = " <think> 7 + 6 = 13. </think> <answer> 12345678 </answer>"
+            out.append(self.enc.encode_ordinary(text) + [eot])
+        return out
+
+
+def test_checks_banned_answers_the_same_problems_without_checks():
+    enc, _ = checked_encoding()
+    problems = data.rl_problems(data.DataConfig(n_docs=100, seed=5), 8, seed=6)
+    checks = [True, True, True, False] * 2
+    model = Scripted(enc, problems, checks)
+    texts, _ = evaluate.respond(model, enc, problems, 64)
+    free = evaluate.reflection_summary(texts, evaluate.score(texts, problems)["accuracy"])
+    assert free["reflection_rate"] == 0.75 and free["accuracy_with_reflection"] == 1.0
+    got = evaluate.checks_banned(model, enc, problems, 64, [reflect.has_check(t) for t in texts])
+    assert got == {"accuracy_checks_banned": 0.25, "accuracy_with_reflection_checks_banned": 0.0,
+                   "format_rate_checks_banned": 1.0, "reflection_rate_checks_banned": 0.0}
