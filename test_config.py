@@ -37,6 +37,15 @@ def test_every_field_has_a_range_and_every_default_is_valid():
     assert unchecked == {"seed", "train_seed", "rl_seed", "scale_std", "mask_truncated", "dynamic_sampling", "compile"}
 
 
+def test_the_aha_preset_is_the_cpu_preset_with_the_readmes_reflection_flags():
+    flags = ["--max_iters", "1100", "--check_mode", "fix", "--p_check", "1.0", "--p_template_check", "0.2",
+             "--p_check_slip", "0.3", "--max_new_tokens", "200", "--eval_new_tokens", "200",
+             "--loss_agg", "seq-mean-token-sum-norm"]
+    preset, aha = train.build_configs(train.parse_args(["--preset", "aha"]), "cpu")
+    assert preset == "aha" and aha == train.build_configs(train.parse_args(["--preset", "cpu", *flags]), "cpu")[1]
+    assert aha != train.build_configs(train.parse_args(["--preset", "cpu"]), "cpu")[1]
+
+
 @pytest.mark.parametrize("group,field", [(g, f) for g, f in FIELDS if config.RANGES[f.name] != config.ANY],
                          ids=lambda x: getattr(x, "name", x))
 def test_a_value_out_of_range_exits_2_naming_the_range(group, field, capsys):
