@@ -149,7 +149,8 @@ def checks_banned(model, enc, problems, budget, checked):
     accuracy_with/_without_reflection compare kinds as much as checks; this compares one model
     on the same prompts. checked: per problem, whether its free response checks a step.
     reflection_rate_checks_banned counts checks written anyway (a marker spelt in other tokens);
-    format_rate_checks_banned shows when a ban pushes the model off the only path it knows."""
+    format_rate_checks_banned shows the worst of what a ban can do to a model that knows no path
+    without its checks (a derailed chain may still be well formed: then only reading shows it)."""
     texts, _ = respond(model, enc, problems, budget, ban=reflect.marker_tokens(enc))
     s = score(texts, problems)
     return {"accuracy_checks_banned": mean(s["accuracy"]),
