@@ -286,10 +286,10 @@ class GPT(nn.Module):
         live = torch.arange(B, device=dev)                           # (b,) rows still decoding
         done = torch.zeros(B, dtype=torch.bool, device=dev)          # (b,) of those, finished
         first, total = rows or (0, B)
-        ban = torch.tensor(ban, dtype=torch.long, device=dev)
+        banned = torch.tensor(ban, dtype=torch.long, device=dev)     # (n,) never emitted
         for t in range(max_new_tokens):
-            if len(ban):
-                logits = logits.index_fill(-1, ban, float("-inf"))
+            if len(banned):
+                logits = logits.index_fill(-1, banned, float("-inf"))
             u = torch.rand(total, generator=generator)[first:first + B].to(dev)[live]  # (b,) this step's noise
             nxt = sample_token(logits, temperature, top_k, top_p, u)  # (b,)
             nxt = torch.where(done, torch.full_like(nxt, eot), nxt)

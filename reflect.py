@@ -67,7 +67,9 @@ CHECK_RE = re.compile(_any(CHECK.values()) + r" ?(-?\d+)(x?) ([-+*/]) (-?\d+)x?(
 
 
 def true_value(x, op, y):
-    return {"+": x + y, "-": x - y, "*": x * y, "/": x / y if y else None}[op]
+    """x + y or x - y: the truth a check and its step are judged against (only sums and
+    differences are checked)."""
+    return x + y if op == "+" else x - y
 
 
 def fact_of(m):
@@ -145,8 +147,8 @@ def checked_chain(steps, clean_steps, lang, mode):
     check right after each step's sum or difference (a step has one at most), before what the
     step makes of it: the step's rest follows the check's value. A check that reaches another
     value than the slipped step took the rest of the step from `clean_steps` (the same problem
-    without the slip), and the chain goes on from the clean values. Returns the text and whether a slip was
-    caught (then the answer is the clean one)."""
+    without the slip), and the chain goes on from the clean values. Returns the text and
+    whether a slip was caught (then the answer is the clean one)."""
     out, fixed = [], False
     for step, clean in zip(steps, clean_steps):
         step = clean if fixed else step

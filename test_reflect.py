@@ -105,13 +105,9 @@ def test_columns_are_table_facts_that_compose_the_result():
                 assert all(v <= 9 for v in terms[1:]) and terms[0] <= (9 if op == "+" else 19)
                 digits.append(int(r) % 10)
             carry = int(cols[-1].split(" = ")[1]) // 10 if op == "+" else 0
-            assert int(str(carry) + "".join(map(str, digits[::-1]))) == true_value(x, op, y)
+            assert int(str(carry) + "".join(map(str, digits[::-1]))) == reflect.true_value(x, op, y)
     assert reflect.columns(35, "+", 28, "en") == "5 + 8 = 13, 3 + 2 + 1 = 6"
     assert reflect.columns(100, "-", 1, "zh") == "10 - 1 = 9，10 - 0 - 1 = 9，1 - 0 - 1 = 0"
-
-
-def true_value(x, op, y):
-    return x + y if op == "+" else x - y
 
 
 def test_check_text_by_hand():
