@@ -40,13 +40,16 @@ world into three disjoint parts: the pretraining corpus, the RL prompts, and the
 general tasks are split the same way. Held-out problems are never trained on by any stage, and
 each appears in the held-out set once.
 
-Checks (reflect.py, off by default: check_mode "none"). A chain may check each step's sum or
-difference in columns and go on from the checked number, which fixes a slip; the R1-Zero "aha
-moment" experiment of the README. "restate" is its control, checks that never fix.
+Checks (reflect.py; check_mode "fix" in the cpu preset, "none" in the dataclass and the other
+presets). A chain may check each step's sum or difference in columns and go on from the checked
+number, which fixes a slip: the world of the README's R1-Zero "aha moment". "restate" is its
+control, checks that never fix; "none" the world before checks (`--preset nocheck`). The cold
+start's chains check as the corpus's careful ones do.
 
 The tokenizer (tokenizer.py) is a byte-level BPE trained here on the corpus, digits one per
 token so that the model sees numbers digit by digit. No network is ever touched.
 """
+import dataclasses
 import random
 import zlib
 from dataclasses import dataclass
@@ -529,21 +532,34 @@ def general_correct(problem_kind, lang, pred, gold):
 # SFT sets: the cold start (R1 §2.3.1; where it comes from: the module docstring) and the
 # encoding of every supervised stage's (prompt, response) examples.
 
-def cold_start_response(problem):
+def cold_start_response(problem, check_mode="none"):
     """The opener and the chain in the prompt's language; its last step states the result. No
     separate summary sentence (R1 §2.3.1 adds one): a phrase the web never uses is one the BPE
     never merged, and a 4-layer model spelled it byte by byte ("SS the answer is"), and copied
-    the answer from it with new slips."""
+    the answer from it with new slips. In a world with checks, a chain with them (`worked`):
+    R1's cold-start data kept the reflection and verification of its sources (R1 §2.3.1)."""
     lang = problem.lang
-    return tagged(f"{CHAIN_OPENER[lang]} {chain_text(problem.steps, lang)}", problem.answer)
+    chain, answer = worked(problem, lang, check_mode)
+    return tagged(f"{CHAIN_OPENER[lang]} {chain}", answer)
 
 
 def cold_start_set(cfg, n, seed):
     """n (problem, response) pairs of the RL distribution, half in each language, from the
-    corpus split (never the RL prompts or the held-out set)."""
+    corpus split (never the RL prompts or the held-out set). In a world with checks, the share
+    p_check of the chains check their steps, p_check_slip of those catching a slip, as the
+    corpus's careful chains do; a world without checks draws nothing more."""
     rng, mix = random.Random(seed), parse_mix(cfg.rl_mix)
-    problems = [make_problem(rng, *rng.choice(mix), ("en", "zh")[i % 2], "corpus") for i in range(n)]
-    return [(p, cold_start_response(p)) for p in problems]
+    pairs = []
+    for i in range(n):
+        kind, d = rng.choice(mix)
+        check = cfg.check_mode != "none" and rng.random() < cfg.p_check
+        slip = rng.choice(SLIP_CODES[kind](d)) if check and rng.random() < cfg.p_check_slip else None
+        p = make_problem(rng, kind, d, ("en", "zh")[i % 2], "corpus", slip)
+        response = cold_start_response(p, cfg.check_mode if check else "none")
+        if p.clean:  # the pair's problem is the one asked: its gold is the right answer
+            p = dataclasses.replace(p, steps=p.clean[0], answer=p.clean[1], clean=None)
+        pairs.append((p, response))
+    return pairs
 
 
 def encode_sft(enc, pairs):

@@ -37,13 +37,16 @@ def test_every_field_has_a_range_and_every_default_is_valid():
     assert unchecked == {"seed", "train_seed", "rl_seed", "scale_std", "mask_truncated", "dynamic_sampling", "compile"}
 
 
-def test_the_aha_preset_is_the_cpu_preset_with_the_readmes_reflection_flags():
+def test_the_cpu_preset_is_the_world_without_checks_with_the_readmes_reflection_flags():
+    # the README's reflection runs spelt these flags out on the preset of the world before checks (the
+    # zero stage's; rl1 and rl2 are the pipeline's)
     flags = ["--max_iters", "1100", "--check_mode", "fix", "--p_check", "1.0", "--p_template_check", "0.2",
              "--p_check_slip", "0.3", "--max_new_tokens", "200", "--eval_new_tokens", "200",
-             "--loss_agg", "seq-mean-token-sum-norm"]
-    preset, aha = train.build_configs(train.parse_args(["--preset", "aha"]), "cpu")
-    assert preset == "aha" and aha == train.build_configs(train.parse_args(["--preset", "cpu", *flags]), "cpu")[1]
-    assert aha != train.build_configs(train.parse_args(["--preset", "cpu"]), "cpu")[1]
+             "--loss_agg", "seq-mean-token-sum-norm", "--rl1_steps", "120", "--rl2_steps", "120"]
+    preset, cpu = train.build_configs(train.parse_args([]), "cpu")
+    assert preset == "cpu" and cpu == train.build_configs(train.parse_args(["--preset", "nocheck", *flags]), "cpu")[1]
+    nocheck = train.build_configs(train.parse_args(["--preset", "nocheck"]), "cpu")[1]
+    assert cpu != nocheck and nocheck["data"].check_mode == "none"
 
 
 @pytest.mark.parametrize("group,field", [(g, f) for g, f in FIELDS if config.RANGES[f.name] != config.ANY],

@@ -5,6 +5,7 @@ tokenizer. References: exact arithmetic, the writers' inverse readers, hand-writ
     python -m pytest test_data.py -q
 """
 import base64
+import dataclasses
 import random
 import re
 from collections import Counter
@@ -13,6 +14,7 @@ from fractions import Fraction
 import pytest
 
 import data
+import reflect
 import rewards
 import tokenizer
 
@@ -221,6 +223,29 @@ def test_cold_start_is_clean_and_single_language():
     assert s["accuracy"] == [1.0] * 60 and s["format"] == [1.0] * 60 and s["lang"] == [1.0] * 60
     for (p, r) in pairs:
         assert r.startswith(f" <think> {data.CHAIN_OPENER[p.lang]} ") and p.steps[-1][p.lang == "zh"] in r
+
+
+def test_cold_start_checks_in_a_world_with_checks():
+    # R1 §2.3.1: the cold start keeps the sources' verification. In the fix world the share p_check of the
+    # chains check their steps and p_check_slip of those catch a slip; every response still reaches the gold.
+    cfg = data.DataConfig(check_mode="fix", p_check=0.5, p_check_slip=0.5)
+    pairs = data.cold_start_set(cfg, 200, seed=1)
+    texts, golds = [r for _, r in pairs], [p.answer for p, _ in pairs]
+    s = rewards.score_batch(texts, golds, [p.lang for p, _ in pairs], terms=("accuracy", "format", "lang"))
+    assert s["accuracy"] == [1.0] * 200 and s["format"] == [1.0] * 200 and s["lang"] == [1.0] * 200
+    checked = [r for r in texts if reflect.has_check(r)]
+    assert 70 < len(checked) < 130  # p_check = 0.5
+    outcomes = sum((reflect.check_outcomes(r) for r in checked), Counter())
+    assert 15 < sum(reflect.check_outcomes(r)["fixed"] > 0 for r in checked) < 50  # p_check_slip = 0.5 of them
+    assert outcomes["fixed"] + outcomes["confirmed"] == sum(outcomes.values())  # no check misses or breaks
+    for p, _ in pairs:  # the pair's problem is the one asked: its steps and gold without the slip
+        facts = [reflect.fact_of(m) for m in reflect.checkable(data.chain_text(p.steps, p.lang))]
+        assert p.clean is None and all(z == reflect.true_value(x, op, y) for x, op, y, z, _ in facts)
+    none = data.cold_start_set(data.DataConfig(), 200, seed=1)  # no checks: the cold start of the world without them
+    assert not any(reflect.has_check(r) for _, r in none)
+    restate = data.cold_start_set(dataclasses.replace(cfg, check_mode="restate"), 200, seed=1)
+    assert [p.key for p, _ in restate] == [p.key for p, _ in pairs]
+    assert sum(reflect.has_check(r) for _, r in restate) == len(checked)
 
 
 def test_encode_sft_appends_eot(small_world):
