@@ -17,7 +17,9 @@ chain pay?), and on Chinese prompts zh_accuracy_chain_zh / _chain_en (does an En
 more than a Chinese one? that gap is what pulls R1-Zero into English, and the price the
 language reward pays, R1 §2.3.2); and, when some responses check a step, accuracy_checks_banned
 (+ _with_reflection_checks_banned, format_rate_ and reflection_rate_checks_banned): the same
-problems with every check forbidden at decode (do the checks pay?).
+problems with every check forbidden at decode (do the checks pay?); in a world with checks,
+accuracy_with/_without_reflection_sampled (+ reflection_rate_ and n_mixed_sampled): 8 samples per
+problem, those with a check against those without on the same problems (`checks_sampled`).
 
 report.md is built from the eval.json files alone, so it can be rebuilt without training.
 """
@@ -45,11 +47,11 @@ def mean(xs):
 
 
 @torch.no_grad()
-def respond(model, enc, problems, max_new_tokens, prefix="", batch=100, ban=()):
+def respond(model, enc, problems, max_new_tokens, prefix="", batch=100, ban=(), temperature=0, generator=None):
     """Greedy responses (optionally forced to begin with `prefix`, one per problem or one for
-    all; never writing the token ids in `ban`). Returns the texts (prefix included) and their
-    token counts. Under data parallel each rank answers a contiguous share and every rank gets all
-    the answers, in order."""
+    all; never writing the token ids in `ban`; sampled at `temperature` > 0 with `generator`).
+    Returns the texts (prefix included) and their token counts. Under data parallel each rank
+    answers a contiguous share and every rank gets all the answers, in order."""
     prefixes = prefix if isinstance(prefix, list) else [prefix] * len(problems)
     mine = dist.my_share(len(problems), even=False)
     problems, prefixes = problems[mine], prefixes[mine]
@@ -59,7 +61,7 @@ def respond(model, enc, problems, max_new_tokens, prefix="", batch=100, ban=()):
     for i in range(0, len(problems), batch):
         chunk, pre = problems[i:i + batch], prefixes[i:i + batch]
         outs = model.generate([enc.encode_ordinary(p.prompt + x) for p, x in zip(chunk, pre)],
-                              max_new_tokens, enc.eot_token, temperature=0, ban=ban)
+                              max_new_tokens, enc.eot_token, temperature=temperature, ban=ban, generator=generator)
         for o, x in zip(outs, pre):
             ntoks.append(len(o))
             texts.append(x + enc.decode([t for t in o if t != enc.eot_token]))
@@ -119,6 +121,8 @@ def full_eval(model, enc, cfgs, probes=False, autocast=None, heldout=None):
             res.update(forced_openings(model, enc, problems, budget))
         if probes and res["n_with_reflection"]:
             res.update(checks_banned(model, enc, problems, budget, [reflect.has_check(t) for t in texts]))
+        if probes and dc.check_mode != "none":
+            res.update(checks_sampled(model, enc, problems, budget))
     res["heldout_set"] = heldout_signature(cfgs) + (f" file={heldout[1]}" if heldout else "")
     picks = [next((p, t) for p, t in zip(problems, texts) if p.lang == lang) for lang in ("en", "zh")
              if any(p.lang == lang for p in problems)]
@@ -157,6 +161,33 @@ def checks_banned(model, enc, problems, budget, checked):
             "accuracy_with_reflection_checks_banned": mean(a for a, c in zip(s["accuracy"], checked) if c),
             "format_rate_checks_banned": mean(s["format"]),
             "reflection_rate_checks_banned": mean(map(reflect.has_check, texts))}
+
+
+def checks_sampled(model, enc, problems, budget, k=8, temperature=1.0, seed=0):
+    """The model's own choice, on the same prompts: each problem answered k times at
+    temperature 1 (as RL samples it). On the problems where some of the samples that reason (a
+    chain of thought: rewards.needless_chain) check a step and some do not,
+    accuracy_with/_without_reflection_sampled are the share right among each problem's chains
+    with a check and among its chains without, averaged over those problems (each weighs the
+    same). So kinds are not compared against kinds (the greedy with/without), chains are not
+    compared against bare answers (which never check), and no ban throws the model off its path
+    (checks_banned): which chains check is the model's choice. reflection_rate_sampled is the
+    share of all samples that check; n_mixed_sampled the number of problems compared."""
+    many = [p for p in problems for _ in range(k)]
+    gen = torch.Generator().manual_seed(seed + dist.rank())
+    texts, _ = respond(model, enc, many, budget, temperature=temperature, generator=gen)
+    right, has = score(texts, many)["accuracy"], [reflect.has_check(t) for t in texts]
+    chain = [rewards.needless_chain(t) > 0 for t in texts]
+    with_check, without = [], []
+    for i in range(0, len(many), k):  # the k samples of one problem
+        checked = [right[j] for j in range(i, i + k) if chain[j] and has[j]]
+        unchecked = [right[j] for j in range(i, i + k) if chain[j] and not has[j]]
+        if checked and unchecked:
+            with_check.append(mean(checked))
+            without.append(mean(unchecked))
+    return {"reflection_rate_sampled": mean(has), "n_mixed_sampled": len(with_check),
+            "accuracy_with_reflection_sampled": mean(with_check) if with_check else None,
+            "accuracy_without_reflection_sampled": mean(without) if with_check else None}
 
 
 def heldout_loss_fn(model, enc, data_cfg, batch_size, block, device, autocast):
@@ -352,17 +383,24 @@ def write_report(out_dir):
                       f"Forced bare: {base['accuracy_forced_bare']:.1%}; "
                       f"forced chain: {base['accuracy_forced_chain']:.1%}."]
     for stage, label in REPORT_ROWS:
-        ev = evals.get(stage, {})
+        ev, said = evals.get(stage, {}), []
         if ev.get("n_with_reflection"):
-            lines += ["", f"{label}: {ev['reflection_rate']:.1%} of held-out responses check a step; right "
-                          f"{cell(ev['accuracy_with_reflection'], 'pct')} with a check, "
-                          f"{cell(ev['accuracy_without_reflection'], 'pct')} without. The checks: " +
-                          ", ".join(f"{ev[f'checks_{k}']} {k}" for k in reflect.OUTCOMES) + "."]
+            said.append(f"{label}: {ev['reflection_rate']:.1%} of held-out responses check a step; right "
+                        f"{cell(ev['accuracy_with_reflection'], 'pct')} with a check, "
+                        f"{cell(ev['accuracy_without_reflection'], 'pct')} without. The checks: " +
+                        ", ".join(f"{ev[f'checks_{k}']} {k}" for k in reflect.OUTCOMES) + ".")
             if "accuracy_checks_banned" in ev:
-                banned, checked = ev["accuracy_checks_banned"], ev["accuracy_with_reflection_checks_banned"]
-                lines[-1] += (f" With every check forbidden at decode: {cell(banned, 'pct')} right (on the "
-                              f"problems it checks: {cell(checked, 'pct')}, against "
-                              f"{cell(ev['accuracy_with_reflection'], 'pct')} with the check).")
+                said.append(f"With every check forbidden at decode: {cell(ev['accuracy_checks_banned'], 'pct')} "
+                            f"right (on the problems it checks: "
+                            f"{cell(ev['accuracy_with_reflection_checks_banned'], 'pct')}, against "
+                            f"{cell(ev['accuracy_with_reflection'], 'pct')} with the check).")
+        if ev.get("n_mixed_sampled"):
+            said.append(f"{label}, sampled at temperature 1: {ev['reflection_rate_sampled']:.1%} of samples check "
+                        f"a step; on the {ev['n_mixed_sampled']} problems where some samples check and some do "
+                        f"not, right {cell(ev['accuracy_with_reflection_sampled'], 'pct')} with a check, "
+                        f"{cell(ev['accuracy_without_reflection_sampled'], 'pct')} without.")
+        if said:
+            lines += ["", " ".join(said)]
     if "rejection" in evals.get("sft2", {}):
         rs = evals["sft2"]["rejection"]
         lines += ["", f"sft2's rejection sampling: {rs['drawn']} samples drawn from rl1 over {rs['prompts']} prompts, "

@@ -231,6 +231,15 @@ def test_report_shows_reflection(tiny_run, tmp_path):
             "The checks: 0 fixed, 1 confirmed, 2 missed, 3 broke, 4 looped, 5 unmatched. With every check forbidden "
             "at decode: 12.5% right (on the problems it checks: 37.5%, against 50.0% with the check).") in report
     assert report.count("of held-out responses check a step") == 1  # the other stages have no check
+    assert "sampled at temperature 1" not in report  # a world without checks: no sampled comparison
+    base = os.path.join(out, "pretrain", "eval.json")  # a base that checks only when sampled
+    json.dump(dict(json.load(open(base)), reflection_rate_sampled=0.08, n_mixed_sampled=12,
+                   accuracy_with_reflection_sampled=0.25, accuracy_without_reflection_sampled=0.125), open(base, "w"))
+    evaluate.write_report(out)
+    report = open(os.path.join(out, "report.md")).read()
+    assert ("base, sampled at temperature 1: 8.0% of samples check a step; on the 12 problems where some samples "
+            "check and some do not, right 25.0% with a check, 12.5% without.") in report
+    assert report.count("of held-out responses check a step") == 1
 
 
 def test_finished_stage_is_skipped_and_force_redoes_it(tiny_run, tmp_path):

@@ -39,10 +39,11 @@ def test_every_field_has_a_range_and_every_default_is_valid():
 
 def test_the_cpu_preset_is_the_world_without_checks_with_the_readmes_reflection_flags():
     # the README's reflection runs spelt these flags out on the preset of the world before checks (the
-    # zero stage's; rl1 and rl2 are the pipeline's)
+    # zero stage's; the step counts are the pipeline's)
     flags = ["--max_iters", "1100", "--check_mode", "fix", "--p_check", "1.0", "--p_template_check", "0.2",
              "--p_check_slip", "0.3", "--max_new_tokens", "200", "--eval_new_tokens", "200",
-             "--loss_agg", "seq-mean-token-sum-norm", "--rl1_steps", "120", "--rl2_steps", "120"]
+             "--loss_agg", "seq-mean-token-sum-norm", "--rl1_steps", "120", "--rl2_steps", "120",
+             "--student_rl_steps", "400"]
     preset, cpu = train.build_configs(train.parse_args([]), "cpu")
     assert preset == "cpu" and cpu == train.build_configs(train.parse_args(["--preset", "nocheck", *flags]), "cpu")[1]
     nocheck = train.build_configs(train.parse_args(["--preset", "nocheck"]), "cpu")[1]

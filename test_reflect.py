@@ -7,6 +7,7 @@ back counts each kind of check. References: exact arithmetic and hand-written re
 """
 import random
 import re
+import types
 from collections import Counter
 
 import pytest
@@ -241,7 +242,7 @@ class Scripted:
     def train(self, mode=True):
         pass
 
-    def generate(self, prompts, max_new_tokens, eot, temperature=1.0, ban=()):
+    def generate(self, prompts, max_new_tokens, eot, temperature=1.0, ban=(), generator=None):
         out = []
         for ids in prompts:
             p, check = self.by_prompt[self.enc.decode(ids)]
@@ -264,3 +265,70 @@ def test_checks_banned_answers_the_same_problems_without_checks():
     got = evaluate.checks_banned(model, enc, problems, 64, [reflect.has_check(t) for t in texts])
     assert got == {"accuracy_checks_banned": 0.25, "accuracy_with_reflection_checks_banned": 0.0,
                    "format_rate_checks_banned": 1.0, "reflection_rate_checks_banned": 0.0}
+
+
+class Sampler(Scripted):
+    """A stand-in sampler: sample j of problem i answers bare when bare[i](j), else writes a chain
+    that checks when checks[i](j); it is right when right[i](j)."""
+
+    def __init__(self, enc, problems, checks, right, bare):
+        self.enc, self.by_prompt, self.seen = enc, {p.prompt: (i, p) for i, p in enumerate(problems)}, Counter()
+        self.checks, self.right, self.bare = checks, right, bare
+
+    def generate(self, prompts, max_new_tokens, eot, temperature=1.0, ban=(), generator=None):
+        assert temperature == 1.0 and generator is not None  # sampled, not greedy
+        out = []
+        for ids in prompts:
+            i, p = self.by_prompt[self.enc.decode(ids)]
+            j = self.seen[i]
+            self.seen[i] += 1
+            chain = " 7 + 6 = 13. Check: 7 + 6: 7 + 6 = 13, so 13." if self.checks[i](j) else " 7 + 6 = 13."
+            think = " I know this one." if self.bare[i](j) else chain
+            answer = p.answer if self.right[i](j) else "12345678"
+            out.append(self.enc.encode_ordinary(f" <think>{think} </think> <answer> {answer} </answer>") + [eot])
+        return out
+
+
+def test_checks_sampled_compares_chains_of_the_same_problems():
+    enc, _ = checked_encoding()
+    problems = data.rl_problems(data.DataConfig(n_docs=100, seed=5), 5, seed=6)
+    checks = [lambda j: j % 2 == 0, lambda j: j == 0, lambda j: True, lambda j: False, lambda j: j == 0]
+    right = [lambda j: j != 3, lambda j: j > 0, lambda j: True, lambda j: False, lambda j: True]
+    bare = [lambda j: j == 3, lambda j: False, lambda j: False, lambda j: j > 0, lambda j: j > 0]
+    model = Sampler(enc, problems, checks, right, bare)
+    got = evaluate.checks_sampled(model, enc, problems, 64, k=4)
+    # problem 0: its checked chains (samples 0, 2) right, its unchecked chain (1) right, and a bare wrong
+    # answer (3) that is no chain; problem 1: its one checked chain wrong, its 3 unchecked ones right.
+    # Problems 2 (all check), 3 (none checks) and 4 (its only unchecked samples are bare) are not compared.
+    # Each problem weighs the same.
+    assert got == {"reflection_rate_sampled": 8 / 20, "n_mixed_sampled": 2,
+                   "accuracy_with_reflection_sampled": 0.5, "accuracy_without_reflection_sampled": 1.0}
+    assert model.seen == {i: 4 for i in range(5)}
+    never = [lambda j: False] * 5
+    none = evaluate.checks_sampled(Sampler(enc, problems, never, right, never), enc, problems, 64, k=4)
+    assert none == {"reflection_rate_sampled": 0.0, "n_mixed_sampled": 0,
+                    "accuracy_with_reflection_sampled": None, "accuracy_without_reflection_sampled": None}
+
+
+def test_full_eval_samples_the_checks_of_probed_stages_in_a_world_with_checks(monkeypatch):
+    enc, _ = checked_encoding()
+
+    class Fixed(Scripted):  # one checked chain for every prompt
+        def __init__(self):
+            pass
+
+        def generate(self, prompts, max_new_tokens, eot, temperature=1.0, ban=(), generator=None):
+            text = " <think> 7 + 6 = 13. Check: 7 + 6: 7 + 6 = 13, so 13. </think> <answer> 13 </answer>"
+            return [enc.encode_ordinary(text) + [eot] for _ in prompts]
+
+    calls = []
+    monkeypatch.setattr(evaluate, "forced_openings", lambda *a: {})
+    monkeypatch.setattr(evaluate, "checks_banned", lambda *a: {})
+    monkeypatch.setattr(evaluate, "checks_sampled", lambda *a, **kw: calls.append(a[2]) or {"n_mixed_sampled": 0})
+    for mode, probes, sampled in (("none", True, 0), ("fix", False, 0), ("restate", True, 1), ("fix", True, 1)):
+        cfgs = {"data": data.DataConfig(n_heldout=8, n_heldout_general=4, check_mode=mode),
+                "train": types.SimpleNamespace(eval_new_tokens=32)}
+        calls.clear()
+        res = evaluate.full_eval(Fixed(), enc, cfgs, probes=probes)
+        assert res["reflection_rate"] == 1.0 and len(calls) == sampled and ("n_mixed_sampled" in res) == bool(sampled)
+        assert all(len(c) == 8 for c in calls)  # the held-out problems

@@ -134,7 +134,8 @@ OwnData = collections.namedtuple("OwnData", "train heldout")  # a --data file's 
 def parse_args(argv=None):
     p = config.Parser(description="nanoR1 training stages")
     p.add_argument("--stage", choices=(*STAGES, *PIPELINES), default="pretrain")
-    p.add_argument("--preset", choices=tuple(config.PRESETS), default=None, help="default: gpu with CUDA, else cpu")
+    p.add_argument("--preset", choices=tuple(config.PRESETS), default=None,
+                   help="default: gpu with CUDA, else cpu (nocheck: the world before checks)")
     p.add_argument("--out_dir", default="out")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--fp8", choices=("auto", "off", *fp8.RECIPES), default="auto",
