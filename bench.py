@@ -11,10 +11,10 @@ Speeds come with their fraction of this machine's matmul peak, measured in the s
 Groups: model (training tokens/s of the pretrain step as train.py runs it on a CPU, compiled,
 and its compile time; eager in fp32 and in bf16 autocast for comparison; sampling tokens/s),
 moe (MoE layer vs dense and vs a loop), fp8 (loss gap of each recipe against full precision
-after a full cpu-preset pretrain: six runs, about 1.5 hours on 2 cores, reused once done; CPU
+after a full pretrain of PRESET (nocheck): six runs, about 1.5 hours on 2 cores, reused once done; CPU
 step time), rewards (verdicts/s and p99 latency), grpo (one GRPO step split into its
 phases), ddp (training tokens/s in 1 and 2 processes over gloo, the cores shared out). All at
-the cpu preset's shapes on the machine it runs on; the CPU may be shared, so treat small
+the cpu preset's shapes (PRESET's world) on the machine it runs on; the CPU may be shared, so treat small
 differences as noise.
 gpu (CUDA only; without it one line says so and nothing is written): the gpu preset's shapes
 on one GPU in bf16 autocast, as train.py runs them: training tokens/s and MFU, sampling

@@ -396,8 +396,8 @@ def write_report(out_dir):
                             f"{cell(ev['accuracy_with_reflection'], 'pct')} with the check).")
         if ev.get("n_mixed_sampled"):
             said.append(f"{label}, sampled at temperature 1: {ev['reflection_rate_sampled']:.1%} of samples check "
-                        f"a step; on the {ev['n_mixed_sampled']} problems where some samples check and some do "
-                        f"not, right {cell(ev['accuracy_with_reflection_sampled'], 'pct')} with a check, "
+                        f"a step; on the {ev['n_mixed_sampled']} problems where some of its chains check and some "
+                        f"do not, right {cell(ev['accuracy_with_reflection_sampled'], 'pct')} with a check, "
                         f"{cell(ev['accuracy_without_reflection_sampled'], 'pct')} without.")
         if said:
             lines += ["", " ".join(said)]

@@ -237,8 +237,8 @@ def test_report_shows_reflection(tiny_run, tmp_path):
                    accuracy_with_reflection_sampled=0.25, accuracy_without_reflection_sampled=0.125), open(base, "w"))
     evaluate.write_report(out)
     report = open(os.path.join(out, "report.md")).read()
-    assert ("base, sampled at temperature 1: 8.0% of samples check a step; on the 12 problems where some samples "
-            "check and some do not, right 25.0% with a check, 12.5% without.") in report
+    assert ("base, sampled at temperature 1: 8.0% of samples check a step; on the 12 problems where some of its "
+            "chains check and some do not, right 25.0% with a check, 12.5% without.") in report
     assert report.count("of held-out responses check a step") == 1
 
 

@@ -37,7 +37,7 @@ def test_every_field_has_a_range_and_every_default_is_valid():
     assert unchecked == {"seed", "train_seed", "rl_seed", "scale_std", "mask_truncated", "dynamic_sampling", "compile"}
 
 
-def test_the_cpu_preset_is_the_world_without_checks_with_the_readmes_reflection_flags():
+def test_the_cpu_preset_is_nocheck_with_the_readmes_reflection_flags():
     # the README's reflection runs spelt these flags out on the preset of the world before checks (the
     # zero stage's; the step counts are the pipeline's)
     flags = ["--max_iters", "1100", "--check_mode", "fix", "--p_check", "1.0", "--p_template_check", "0.2",

@@ -243,6 +243,7 @@ class Scripted:
         pass
 
     def generate(self, prompts, max_new_tokens, eot, temperature=1.0, ban=(), generator=None):
+        assert temperature == 0  # greedy
         out = []
         for ids in prompts:
             p, check = self.by_prompt[self.enc.decode(ids)]
@@ -318,17 +319,19 @@ def test_full_eval_samples_the_checks_of_probed_stages_in_a_world_with_checks(mo
             pass
 
         def generate(self, prompts, max_new_tokens, eot, temperature=1.0, ban=(), generator=None):
+            assert temperature == 0  # greedy
             text = " <think> 7 + 6 = 13. Check: 7 + 6: 7 + 6 = 13, so 13. </think> <answer> 13 </answer>"
             return [enc.encode_ordinary(text) + [eot] for _ in prompts]
 
-    calls = []
+    calls, banned = [], []
     monkeypatch.setattr(evaluate, "forced_openings", lambda *a: {})
-    monkeypatch.setattr(evaluate, "checks_banned", lambda *a: {})
+    monkeypatch.setattr(evaluate, "checks_banned", lambda *a: banned.append(a[2]) or {})
     monkeypatch.setattr(evaluate, "checks_sampled", lambda *a, **kw: calls.append(a[2]) or {"n_mixed_sampled": 0})
     for mode, probes, sampled in (("none", True, 0), ("fix", False, 0), ("restate", True, 1), ("fix", True, 1)):
         cfgs = {"data": data.DataConfig(n_heldout=8, n_heldout_general=4, check_mode=mode),
                 "train": types.SimpleNamespace(eval_new_tokens=32)}
-        calls.clear()
+        calls.clear(), banned.clear()
         res = evaluate.full_eval(Fixed(), enc, cfgs, probes=probes)
         assert res["reflection_rate"] == 1.0 and len(calls) == sampled and ("n_mixed_sampled" in res) == bool(sampled)
-        assert all(len(c) == 8 for c in calls)  # the held-out problems
+        assert len(banned) == probes  # every response checks: the ban probe runs wherever probes do
+        assert all(len(c) == 8 for c in calls + banned)  # the held-out problems
