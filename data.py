@@ -49,10 +49,9 @@ start's chains check as the corpus's careful ones do.
 The tokenizer (tokenizer.py) is a byte-level BPE trained here on the corpus, digits one per
 token so that the model sees numbers digit by digit. No network is ever touched.
 """
-import dataclasses
 import random
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import reflect
@@ -287,6 +286,14 @@ def chain_text(steps, lang, switch_at=None):
     return " ".join(parts)
 
 
+def draw_check(rng, cfg, kind, d, p):
+    """Whether a chain checks its steps (probability p) and the slip its check catches, if any
+    (p_check_slip of the checked chains; SLIP_CODES). A world without checks draws nothing, so
+    its corpus and cold start are the ones they were before checks existed."""
+    check = cfg.check_mode != "none" and rng.random() < p
+    return check, rng.choice(SLIP_CODES[kind](d)) if check and rng.random() < cfg.p_check_slip else None
+
+
 def make_document(rng, cfg, kind, d, split="corpus"):
     lang = "zh" if rng.random() < cfg.p_zh else "en"
     r = rng.random()
@@ -294,12 +301,9 @@ def make_document(rng, cfg, kind, d, split="corpus"):
              else "slip" if r < cfg.p_chain + cfg.p_bare + cfg.p_slip
              else "switch" if r < cfg.p_chain + cfg.p_bare + cfg.p_slip + cfg.p_switch else "template")
     slip = rng.randrange(N_STEPS[kind](d)) if style == "slip" else None
-    # a chain with checks, some with a slip for the check to catch (reflect.py); a world without
-    # checks draws nothing here, so its corpus is the one it was before checks existed
-    check = cfg.check_mode != "none" and style in ("chain", "template") and \
-        rng.random() < (cfg.p_check if style == "chain" else cfg.p_template_check)
-    if check and rng.random() < cfg.p_check_slip:
-        slip = rng.choice(SLIP_CODES[kind](d))
+    check = False
+    if style in ("chain", "template"):
+        check, slip = draw_check(rng, cfg, kind, d, cfg.p_check if style == "chain" else cfg.p_template_check)
     p = make_problem(rng, kind, d, lang, split, slip)
     answer = p.clean[1] if check and p.clean else p.answer  # what a document without its chain shows
     qlab, slab, alab = LABELS[lang]
@@ -547,17 +551,16 @@ def cold_start_set(cfg, n, seed):
     """n (problem, response) pairs of the RL distribution, half in each language, from the
     corpus split (never the RL prompts or the held-out set). In a world with checks, the share
     p_check of the chains check their steps, p_check_slip of those catching a slip, as the
-    corpus's careful chains do; a world without checks draws nothing more."""
+    corpus's careful chains do (draw_check)."""
     rng, mix = random.Random(seed), parse_mix(cfg.rl_mix)
     pairs = []
     for i in range(n):
         kind, d = rng.choice(mix)
-        check = cfg.check_mode != "none" and rng.random() < cfg.p_check
-        slip = rng.choice(SLIP_CODES[kind](d)) if check and rng.random() < cfg.p_check_slip else None
+        check, slip = draw_check(rng, cfg, kind, d, cfg.p_check)
         p = make_problem(rng, kind, d, ("en", "zh")[i % 2], "corpus", slip)
         response = cold_start_response(p, cfg.check_mode if check else "none")
         if p.clean:  # the pair's problem is the one asked: its gold is the right answer
-            p = dataclasses.replace(p, steps=p.clean[0], answer=p.clean[1], clean=None)
+            p = replace(p, steps=p.clean[0], answer=p.clean[1], clean=None)
         pairs.append((p, response))
     return pairs
 
