@@ -18,8 +18,9 @@ more than a Chinese one? that gap is what pulls R1-Zero into English, and the pr
 language reward pays, R1 §2.3.2); and, when some responses check a step, accuracy_checks_banned
 (+ _with_reflection_checks_banned, format_rate_ and reflection_rate_checks_banned): the same
 problems with every check forbidden at decode (do the checks pay?); in a world with checks,
-accuracy_with/_without_reflection_sampled (+ reflection_rate_ and n_mixed_sampled): 8 samples per
-problem, those with a check against those without on the same problems (`checks_sampled`).
+accuracy_with/_without_reflection_sampled (+ reflection_rate_, n_mixed_ and accuracy_gain_sampled_se,
+and per kind): 32 samples per problem, those with a check against those without on the same
+problems (`checks_sampled`).
 
 report.md is built from the eval.json files alone, so it can be rebuilt without training.
 """
@@ -28,6 +29,7 @@ import contextlib
 import json
 import os
 import random
+import statistics
 from collections import Counter
 
 import torch
@@ -163,7 +165,7 @@ def checks_banned(model, enc, problems, budget, checked):
             "reflection_rate_checks_banned": mean(map(reflect.has_check, texts))}
 
 
-def checks_sampled(model, enc, problems, budget, k=8, temperature=1.0, seed=0):
+def checks_sampled(model, enc, problems, budget, k=32, temperature=1.0, seed=0):
     """The model's own choice, on the same prompts: each problem answered k times at
     temperature 1 (as RL samples it). On the problems where some of the samples that reason (a
     chain of thought: rewards.needless_chain) check a step and some do not,
@@ -172,22 +174,34 @@ def checks_sampled(model, enc, problems, budget, k=8, temperature=1.0, seed=0):
     same). So kinds are not compared against kinds (the greedy with/without), chains are not
     compared against bare answers (which never check), and no ban throws the model off its path
     (checks_banned): which chains check is the model's choice. reflection_rate_sampled is the
-    share of all samples that check; n_mixed_sampled the number of problems compared."""
+    share of all samples that check; n_mixed_sampled the number of problems compared;
+    accuracy_gain_sampled_se the standard error of with - without over them (so a gap of less
+    than two of it is a tie); and the same per kind of problem (_<kind><difficulty>), since a
+    model checks some kinds out of habit and others only by a rare sample's chance.
+    k=32: a model that checks a third of its samples mixes on about 30 of 200 problems at k=8
+    (the README), too few to tell a gap of a few points from none."""
     many = [p for p in problems for _ in range(k)]
     gen = torch.Generator().manual_seed(seed + dist.rank())
     texts, _ = respond(model, enc, many, budget, temperature=temperature, generator=gen)
     right, has = score(texts, many)["accuracy"], [reflect.has_check(t) for t in texts]
     chain = [rewards.needless_chain(t) > 0 for t in texts]
-    with_check, without = [], []
+    mixed = []  # (kind, share right with a check, without) of each problem compared
     for i in range(0, len(many), k):  # the k samples of one problem
         checked = [right[j] for j in range(i, i + k) if chain[j] and has[j]]
         unchecked = [right[j] for j in range(i, i + k) if chain[j] and not has[j]]
         if checked and unchecked:
-            with_check.append(mean(checked))
-            without.append(mean(unchecked))
-    return {"reflection_rate_sampled": mean(has), "n_mixed_sampled": len(with_check),
-            "accuracy_with_reflection_sampled": mean(with_check) if with_check else None,
-            "accuracy_without_reflection_sampled": mean(without) if with_check else None}
+            mixed.append((f"{many[i].kind}{many[i].difficulty}", mean(checked), mean(unchecked)))
+    gaps = [w - wo for _, w, wo in mixed]
+    res = {"reflection_rate_sampled": mean(has), "n_mixed_sampled": len(mixed),
+           "accuracy_with_reflection_sampled": mean(w for _, w, _ in mixed) if mixed else None,
+           "accuracy_without_reflection_sampled": mean(wo for _, _, wo in mixed) if mixed else None,
+           "accuracy_gain_sampled_se": (statistics.stdev(gaps) / len(gaps) ** 0.5) if len(gaps) > 1 else None}
+    for kind in sorted({f"{p.kind}{p.difficulty}" for p in problems}):
+        some = [(w, wo) for kd, w, wo in mixed if kd == kind]
+        res[f"n_mixed_sampled_{kind}"] = len(some)
+        res[f"accuracy_with_reflection_sampled_{kind}"] = mean(w for w, _ in some) if some else None
+        res[f"accuracy_without_reflection_sampled_{kind}"] = mean(wo for _, wo in some) if some else None
+    return res
 
 
 def heldout_loss_fn(model, enc, data_cfg, batch_size, block, device, autocast):
@@ -354,6 +368,23 @@ def distillation_lines(evals, out_dir):
     return lines
 
 
+def sampled_line(label, ev):
+    """The report's sentence on a stage's checks_sampled figures."""
+    line = (f"{label}, sampled at temperature 1: {ev['reflection_rate_sampled']:.1%} of samples check a step; on "
+            f"the {ev['n_mixed_sampled']} problems where some of its chains check and some do not, right "
+            f"{cell(ev['accuracy_with_reflection_sampled'], 'pct')} with a check, "
+            f"{cell(ev['accuracy_without_reflection_sampled'], 'pct')} without")
+    if ev.get("accuracy_gain_sampled_se") is not None:
+        line += f" (the gap's standard error: {ev['accuracy_gain_sampled_se']:.1%})"
+    pre = "n_mixed_sampled_"
+    kinds = [(key[len(pre):], n) for key, n in ev.items() if key.startswith(pre) and n]
+    if kinds:
+        line += "; by kind, with / without (problems): " + ", ".join(
+            f"{kd} {cell(ev[f'accuracy_with_reflection_sampled_{kd}'], 'pct')} / "
+            f"{cell(ev[f'accuracy_without_reflection_sampled_{kd}'], 'pct')} ({n})" for kd, n in kinds)
+    return line + "."
+
+
 def write_report(out_dir):
     """out_dir/report.md from the stages' eval.json files: one row per finished stage, the RL
     curves, two sample responses per stage. Refuses stages evaluated on different sets."""
@@ -395,10 +426,7 @@ def write_report(out_dir):
                             f"{cell(ev['accuracy_with_reflection_checks_banned'], 'pct')}, against "
                             f"{cell(ev['accuracy_with_reflection'], 'pct')} with the check).")
         if ev.get("n_mixed_sampled"):
-            said.append(f"{label}, sampled at temperature 1: {ev['reflection_rate_sampled']:.1%} of samples check "
-                        f"a step; on the {ev['n_mixed_sampled']} problems where some of its chains check and some "
-                        f"do not, right {cell(ev['accuracy_with_reflection_sampled'], 'pct')} with a check, "
-                        f"{cell(ev['accuracy_without_reflection_sampled'], 'pct')} without.")
+            said.append(sampled_line(label, ev))
         if said:
             lines += ["", " ".join(said)]
     if "rejection" in evals.get("sft2", {}):

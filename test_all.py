@@ -234,11 +234,16 @@ def test_report_shows_reflection(tiny_run, tmp_path):
     assert "sampled at temperature 1" not in report  # a world without checks: no sampled comparison
     base = os.path.join(out, "pretrain", "eval.json")  # a base that checks only when sampled
     json.dump(dict(json.load(open(base)), reflection_rate_sampled=0.08, n_mixed_sampled=12,
-                   accuracy_with_reflection_sampled=0.25, accuracy_without_reflection_sampled=0.125), open(base, "w"))
+                   accuracy_with_reflection_sampled=0.25, accuracy_without_reflection_sampled=0.125,
+                   accuracy_gain_sampled_se=0.05, n_mixed_sampled_arith1=0, accuracy_with_reflection_sampled_arith1=None,
+                   accuracy_without_reflection_sampled_arith1=None, n_mixed_sampled_poly2=12,
+                   accuracy_with_reflection_sampled_poly2=0.25, accuracy_without_reflection_sampled_poly2=0.125),
+              open(base, "w"))
     evaluate.write_report(out)
     report = open(os.path.join(out, "report.md")).read()
     assert ("base, sampled at temperature 1: 8.0% of samples check a step; on the 12 problems where some of its "
-            "chains check and some do not, right 25.0% with a check, 12.5% without.") in report
+            "chains check and some do not, right 25.0% with a check, 12.5% without (the gap's standard error: "
+            "5.0%); by kind, with / without (problems): poly2 25.0% / 12.5% (12).") in report
     assert report.count("of held-out responses check a step") == 1
 
 

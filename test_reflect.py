@@ -7,6 +7,7 @@ back counts each kind of check. References: exact arithmetic and hand-written re
 """
 import random
 import re
+import statistics
 import types
 from collections import Counter
 
@@ -268,6 +269,9 @@ def test_checks_banned_answers_the_same_problems_without_checks():
                    "format_rate_checks_banned": 1.0, "reflection_rate_checks_banned": 0.0}
 
 
+KIND_SUFFIXES = tuple(f"_{k}{d}" for k in data.KINDS for d in (1, 2, 3))
+
+
 class Sampler(Scripted):
     """A stand-in sampler: sample j of problem i answers bare when bare[i](j), else writes a chain
     that checks when checks[i](j); it is right when right[i](j)."""
@@ -302,13 +306,51 @@ def test_checks_sampled_compares_chains_of_the_same_problems():
     # answer (3) that is no chain; problem 1: its one checked chain wrong, its 3 unchecked ones right.
     # Problems 2 (all check), 3 (none checks) and 4 (its only unchecked samples are bare) are not compared.
     # Each problem weighs the same.
-    assert got == {"reflection_rate_sampled": 8 / 20, "n_mixed_sampled": 2,
-                   "accuracy_with_reflection_sampled": 0.5, "accuracy_without_reflection_sampled": 1.0}
+    # The gaps (with - without) are 0 and -1: standard error stdev / sqrt(2) = 0.5.
+    assert {k: v for k, v in got.items() if not k.endswith(KIND_SUFFIXES)} == {
+        "reflection_rate_sampled": 8 / 20, "n_mixed_sampled": 2, "accuracy_with_reflection_sampled": 0.5,
+        "accuracy_without_reflection_sampled": 1.0, "accuracy_gain_sampled_se": pytest.approx(0.5)}
     assert model.seen == {i: 4 for i in range(5)}
+    # per kind: the same figures over the problems of that kind alone
+    kind = [f"{p.kind}{p.difficulty}" for p in problems]
+    for kd in set(kind):
+        compared = [(w, wo) for i, (w, wo) in ((0, (1.0, 1.0)), (1, (0.0, 1.0))) if kind[i] == kd]
+        assert got[f"n_mixed_sampled_{kd}"] == len(compared)
+        assert got[f"accuracy_with_reflection_sampled_{kd}"] == (evaluate.mean(w for w, _ in compared) if compared else None)
+        assert got[f"accuracy_without_reflection_sampled_{kd}"] == (evaluate.mean(wo for _, wo in compared)
+                                                                  if compared else None)
+    assert len(got) == 5 + 3 * len(set(kind))
+    one = evaluate.checks_sampled(Sampler(enc, problems[1:], checks[1:], right[1:], bare[1:]), enc, problems[1:], 64, k=4)
+    assert one["n_mixed_sampled"] == 1 and one["accuracy_gain_sampled_se"] is None  # no spread from one problem
+    three = [lambda j: j % 2 == 0, lambda j: j == 0, lambda j: j < 2]  # gaps 0, -1 and 1 - 1/2
+    got = evaluate.checks_sampled(Sampler(enc, problems[:3], three, [lambda j: True, lambda j: j > 0, lambda j: j < 3],
+                                          [lambda j: False] * 3), enc, problems[:3], 64, k=4)
+    assert got["accuracy_gain_sampled_se"] == pytest.approx(statistics.stdev([0, -1, 0.5]) / 3 ** 0.5)
     never = [lambda j: False] * 5
     none = evaluate.checks_sampled(Sampler(enc, problems, never, right, never), enc, problems, 64, k=4)
-    assert none == {"reflection_rate_sampled": 0.0, "n_mixed_sampled": 0,
-                    "accuracy_with_reflection_sampled": None, "accuracy_without_reflection_sampled": None}
+    assert {k: v for k, v in none.items() if not k.endswith(KIND_SUFFIXES)} == {
+        "reflection_rate_sampled": 0.0, "n_mixed_sampled": 0, "accuracy_with_reflection_sampled": None,
+        "accuracy_without_reflection_sampled": None, "accuracy_gain_sampled_se": None}
+    assert all(none[f"n_mixed_sampled_{kd}"] == 0 for kd in kind)
+
+
+def test_checks_sampled_draws_32_samples_from_a_seed_of_its_own_per_rank(monkeypatch):
+    enc, _ = checked_encoding()
+    problems = data.rl_problems(data.DataConfig(n_docs=100, seed=5), 2, seed=6)
+    seeds = []
+
+    class Seeded(Sampler):
+        def generate(self, prompts, *args, generator=None, **kw):
+            seeds.append(generator.initial_seed())
+            return super().generate(prompts, *args, generator=generator, **kw)
+
+    real = evaluate.dist  # rank 3 for the seed; the sharding and gathering of one process
+    monkeypatch.setattr(evaluate, "dist", types.SimpleNamespace(rank=lambda: 3, my_share=real.my_share, gather=real.gather))
+    model = Seeded(enc, problems, [lambda j: j % 2] * 2, [lambda j: True] * 2, [lambda j: False] * 2)
+    evaluate.checks_sampled(model, enc, problems, 64)
+    assert model.seen == {0: 32, 1: 32} and set(seeds) == {3}  # seed 0 + rank 3
+    evaluate.checks_sampled(model, enc, problems, 64, seed=10)
+    assert set(seeds) == {3, 13}
 
 
 def test_full_eval_samples_the_checks_of_probed_stages_in_a_world_with_checks(monkeypatch):
@@ -335,3 +377,23 @@ def test_full_eval_samples_the_checks_of_probed_stages_in_a_world_with_checks(mo
         assert res["reflection_rate"] == 1.0 and len(calls) == sampled and ("n_mixed_sampled" in res) == bool(sampled)
         assert len(banned) == probes  # every response checks: the ban probe runs wherever probes do
         assert all(len(c) == 8 for c in calls + banned)  # the held-out problems
+
+
+def test_the_reports_sampled_line():
+    ev = {"reflection_rate_sampled": 0.3, "n_mixed_sampled": 20, "accuracy_with_reflection_sampled": 0.75,
+          "accuracy_without_reflection_sampled": 0.5, "accuracy_gain_sampled_se": 0.125,
+          "n_mixed_sampled_arith1": 0, "accuracy_with_reflection_sampled_arith1": None,
+          "accuracy_without_reflection_sampled_arith1": None, "n_mixed_sampled_frac1": 5,
+          "accuracy_with_reflection_sampled_frac1": 0.2, "accuracy_without_reflection_sampled_frac1": 0.6,
+          "n_mixed_sampled_poly2": 15, "accuracy_with_reflection_sampled_poly2": 0.9,
+          "accuracy_without_reflection_sampled_poly2": 0.8}
+    assert evaluate.sampled_line("zero", ev) == (
+        "zero, sampled at temperature 1: 30.0% of samples check a step; on the 20 problems where some of its chains "
+        "check and some do not, right 75.0% with a check, 50.0% without (the gap's standard error: 12.5%); by kind, "
+        "with / without (problems): frac1 20.0% / 60.0% (5), poly2 90.0% / 80.0% (15).")
+    # an eval.json of before the standard error and the kinds, or of one problem compared
+    old = {k: ev[k] for k in list(ev)[:4]}
+    assert evaluate.sampled_line("base", old) == (
+        "base, sampled at temperature 1: 30.0% of samples check a step; on the 20 problems where some of its chains "
+        "check and some do not, right 75.0% with a check, 50.0% without.")
+    assert evaluate.sampled_line("base", dict(old, accuracy_gain_sampled_se=None)) == evaluate.sampled_line("base", old)
