@@ -375,7 +375,7 @@ def sampled_line(label, ev):
             f"{cell(ev['accuracy_with_reflection_sampled'], 'pct')} with a check, "
             f"{cell(ev['accuracy_without_reflection_sampled'], 'pct')} without")
     if ev.get("accuracy_gain_sampled_se") is not None:
-        line += f" (the gap's standard error: {ev['accuracy_gain_sampled_se']:.1%})"
+        line += f" (the gap's standard error: {100 * ev['accuracy_gain_sampled_se']:.1f} points)"
     pre = "n_mixed_sampled_"
     kinds = [(key[len(pre):], n) for key, n in ev.items() if key.startswith(pre) and n]
     if kinds:

@@ -243,7 +243,7 @@ def test_report_shows_reflection(tiny_run, tmp_path):
     report = open(os.path.join(out, "report.md")).read()
     assert ("base, sampled at temperature 1: 8.0% of samples check a step; on the 12 problems where some of its "
             "chains check and some do not, right 25.0% with a check, 12.5% without (the gap's standard error: "
-            "5.0%); by kind, with / without (problems): poly2 25.0% / 12.5% (12).") in report
+            "5.0 points); by kind, with / without (problems): poly2 25.0% / 12.5% (12).") in report
     assert report.count("of held-out responses check a step") == 1
 
 

@@ -389,7 +389,7 @@ def test_the_reports_sampled_line():
           "accuracy_without_reflection_sampled_poly2": 0.8}
     assert evaluate.sampled_line("zero", ev) == (
         "zero, sampled at temperature 1: 30.0% of samples check a step; on the 20 problems where some of its chains "
-        "check and some do not, right 75.0% with a check, 50.0% without (the gap's standard error: 12.5%); by kind, "
+        "check and some do not, right 75.0% with a check, 50.0% without (the gap's standard error: 12.5 points); by kind, "
         "with / without (problems): frac1 20.0% / 60.0% (5), poly2 90.0% / 80.0% (15).")
     # an eval.json of before the standard error and the kinds, or of one problem compared
     old = {k: ev[k] for k in list(ev)[:4]}
