@@ -77,6 +77,11 @@ def score(texts, problems, terms=MATH_TERMS, weights=None):
                                weights=weights, kinds=[p.kind for p in problems])
 
 
+def kind_label(p):
+    """A problem's kind and difficulty, as eval.json's per-kind keys spell them: "arith2"."""
+    return f"{p.kind}{p.difficulty}"
+
+
 def reasoning_summary(problems, texts, ntoks):
     s = score(texts, problems)
     res = {"accuracy": mean(s["accuracy"]), "format_rate": mean(s["format"]),
@@ -85,9 +90,8 @@ def reasoning_summary(problems, texts, ntoks):
         rows = [i for i, p in enumerate(problems) if p.lang == lang]
         res[f"lang_consistency_{lang}"] = mean(s["lang"][i] for i in rows)
         res[f"accuracy_{lang}"] = mean(s["accuracy"][i] for i in rows)
-    for kind in sorted({(p.kind, p.difficulty) for p in problems}):
-        res[f"accuracy_{kind[0]}{kind[1]}"] = mean(a for a, p in zip(s["accuracy"], problems)
-                                                   if (p.kind, p.difficulty) == kind)
+    for kind in sorted(set(map(kind_label, problems))):
+        res[f"accuracy_{kind}"] = mean(a for a, p in zip(s["accuracy"], problems) if kind_label(p) == kind)
     res.update(reflection_summary(texts, s["accuracy"]))
     return res
 
@@ -190,13 +194,13 @@ def checks_sampled(model, enc, problems, budget, k=32, temperature=1.0, seed=0):
         checked = [right[j] for j in range(i, i + k) if chain[j] and has[j]]
         unchecked = [right[j] for j in range(i, i + k) if chain[j] and not has[j]]
         if checked and unchecked:
-            mixed.append((f"{many[i].kind}{many[i].difficulty}", mean(checked), mean(unchecked)))
+            mixed.append((kind_label(many[i]), mean(checked), mean(unchecked)))
     gaps = [w - wo for _, w, wo in mixed]
     res = {"reflection_rate_sampled": mean(has), "n_mixed_sampled": len(mixed),
            "accuracy_with_reflection_sampled": mean(w for _, w, _ in mixed) if mixed else None,
            "accuracy_without_reflection_sampled": mean(wo for _, _, wo in mixed) if mixed else None,
            "accuracy_gain_sampled_se": (statistics.stdev(gaps) / len(gaps) ** 0.5) if len(gaps) > 1 else None}
-    for kind in sorted({f"{p.kind}{p.difficulty}" for p in problems}):
+    for kind in sorted(set(map(kind_label, problems))):
         some = [(w, wo) for kd, w, wo in mixed if kd == kind]
         res[f"n_mixed_sampled_{kind}"] = len(some)
         res[f"accuracy_with_reflection_sampled_{kind}"] = mean(w for w, _ in some) if some else None

@@ -397,3 +397,15 @@ def test_the_reports_sampled_line():
         "base, sampled at temperature 1: 30.0% of samples check a step; on the 20 problems where some of its chains "
         "check and some do not, right 75.0% with a check, 50.0% without.")
     assert evaluate.sampled_line("base", dict(old, accuracy_gain_sampled_se=None)) == evaluate.sampled_line("base", old)
+
+
+def test_reasoning_summary_has_an_accuracy_per_kind_of_problem():
+    problems = [problem(kind, d, seed, lang=("en", "zh", "en")[seed]) for kind, d in (("arith", 1), ("poly", 2))
+                for seed in range(3)]
+    right = [True, False, True, True, False, False]  # en (problems 0, 2, 3, 5): 3 of 4 right, zh: 0 of 2
+    texts = [f" <think> x </think> <answer> {p.answer if r else '12345678'} </answer>" for p, r in zip(problems, right)]
+    got = evaluate.reasoning_summary(problems, texts, [5] * 6)
+    assert got["accuracy"] == 0.5 and evaluate.kind_label(problems[3]) == "poly2"
+    assert got["accuracy_en"] == 0.75 and got["accuracy_zh"] == 0.0
+    assert {k: v for k, v in got.items() if k.startswith("accuracy_") and k[-1].isdigit()} == {
+        "accuracy_arith1": pytest.approx(2 / 3), "accuracy_poly2": pytest.approx(1 / 3)}
