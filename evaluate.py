@@ -398,7 +398,8 @@ def write_report(out_dir):
         if os.path.exists(path):
             evals[stage] = json.load(open(path))
     if not evals:
-        raise FileNotFoundError(f"no eval.json under {out_dir}: nothing to report")
+        raise FileNotFoundError(f"no eval.json under {out_dir}: nothing to report (run: python train.py --stage zero, "
+                                f"or --stage all)")
     sets = {ev["heldout_set"] for ev in evals.values()}
     if len(sets) > 1:
         raise ValueError(f"the stages under {out_dir} were evaluated on different held-out sets: {sorted(sets)}")
@@ -458,4 +459,8 @@ def write_report(out_dir):
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description="rebuild report.md from the stages' eval.json files")
     p.add_argument("--out_dir", default="out")
-    print("wrote", write_report(p.parse_args().out_dir))
+    out_dir = p.parse_args().out_dir
+    try:
+        print("wrote", write_report(out_dir))
+    except (FileNotFoundError, ValueError) as e:  # nothing evaluated yet, or stages on different held-out sets
+        p.exit(2, f"{p.prog}: error: {e}\n")

@@ -211,6 +211,10 @@ def test_report_refuses_mixed_heldout_sets(tiny_run, tmp_path):
     json.dump(ev, open(path, "w"))
     with pytest.raises(ValueError, match="different held-out sets"):
         evaluate.write_report(out)
+    for where, needle in ((out, "different held-out sets"), (str(tmp_path / "none"), "python train.py --stage")):
+        r = subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), "--out_dir", where],
+                           capture_output=True, text=True, cwd=HERE)  # the CLI: one line, status 2
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
 
 
 def test_report_shows_reflection(tiny_run, tmp_path):
