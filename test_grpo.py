@@ -71,17 +71,37 @@ def reference_loss(agg, eps=0.2, eps_high=None, beta=0.04, max_tokens=None):
 
 @pytest.mark.parametrize("agg", LOSS_AGGS)
 @pytest.mark.parametrize("eps_high", [None, 0.4])
-def test_loss_matches_hand_computation(agg, eps_high):
+@pytest.mark.parametrize("beta", [0.04, 1.0])
+def test_loss_matches_hand_computation(agg, eps_high, beta):
     logp, old, ref, adv, mask = tensors()
     loss, stats = grpo_loss(logp, old, ref, adv, mask, clip_eps=0.2, clip_eps_high=eps_high,
-                            beta=0.04, loss_agg=agg, max_tokens=6)
-    want, clip_frac = reference_loss(agg, eps_high=eps_high, max_tokens=6)
+                            beta=beta, loss_agg=agg, max_tokens=6)
+    want, clip_frac = reference_loss(agg, eps_high=eps_high, beta=beta, max_tokens=6)
     assert loss.item() == pytest.approx(want, abs=1e-12)
     assert stats["clip_frac"] == pytest.approx(clip_frac)
     # the example really exercises clipping: ratios 1.35, 1.25 (A > 0) and 0.67, 0.74 (A < 0);
     # eps_high=0.4 unclips the two upper ones
     assert clip_frac == (pytest.approx(4 / 9) if eps_high is None else pytest.approx(2 / 9))
     assert stats["kl"] > 0
+
+
+@pytest.mark.parametrize("agg", LOSS_AGGS)
+def test_a_one_token_completion_weighs_one_token(agg):
+    """A completion that stops at once (its eos alone: one trained token) is divided by its one
+    token, no more, in the loss and in the stats; so is a batch that holds one token in all."""
+    logp = torch.tensor([[-0.5, 0.0, 0.0], [-1.0, -2.0, -3.0]], dtype=torch.float64, requires_grad=True)
+    ref = logp.detach() - 0.3  # every token's k3 KL: exp(-0.3) + 0.3 - 1
+    adv = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    mask = torch.tensor([[1, 0, 0], [1, 1, 1]], dtype=torch.float64)
+    # at ratio 1 each trained token's objective is its row's advantage: 2 (one token), -1 (three)
+    loss, _ = grpo_loss(logp, logp.detach(), ref, adv, mask, beta=0.0, loss_agg=agg, max_tokens=3)
+    want = {"seq-mean-token-mean": -(2 / 1 + -3 / 3) / 2, "token-mean": -(2 - 3) / 4,
+            "seq-mean-token-sum-norm": -(2 - 3) / (3 * 2)}[agg]
+    assert loss.item() == pytest.approx(want, abs=1e-12)
+    one, st = grpo_loss(logp[:1], logp[:1].detach(), ref[:1], adv[:1], mask[:1], beta=0.0, loss_agg=agg,
+                        max_tokens=3)
+    assert one.item() == pytest.approx(-2.0 if agg != "seq-mean-token-sum-norm" else -2 / 3, abs=1e-12)
+    assert st["kl"] == pytest.approx(math.exp(-0.3) + 0.3 - 1) and st["tokens"] == 1
 
 
 def normaliser(agg, mask, max_tokens):
