@@ -50,6 +50,21 @@ def test_the_cpu_preset_is_nocheck_with_the_readmes_reflection_flags():
     assert cpu != nocheck and nocheck["data"].check_mode == "none"
 
 
+def test_the_gpu_preset_is_the_world_before_checks_and_takes_the_readmes_check_flags():
+    # the README: the gpu preset runs the dataclass defaults' world; the cpu preset's flags give it the checks
+    flags = ["--check_mode", "fix", "--p_check", "1.0", "--p_template_check", "0.2", "--p_check_slip", "0.3",
+             "--max_new_tokens", "200", "--eval_new_tokens", "200", "--loss_agg", "seq-mean-token-sum-norm"]
+    gpu = train.build_configs(train.parse_args(["--preset", "gpu"]), "cuda")[1]
+    checked = train.build_configs(train.parse_args(["--preset", "gpu", *flags]), "cuda")[1]
+    cpu = train.build_configs(train.parse_args([]), "cpu")[1]
+    assert config.problems(checked) == []
+    for group, name in [("data", "check_mode"), ("data", "p_check"), ("data", "p_template_check"),
+                        ("data", "p_check_slip"), ("rl", "max_new_tokens"), ("train", "eval_new_tokens"),
+                        ("rl", "loss_agg")]:
+        assert getattr(checked[group], name) == getattr(cpu[group], name), name
+    assert [getattr(c["data"], "check_mode") for c in (gpu, checked)] == ["none", "fix"]
+
+
 @pytest.mark.parametrize("group,field", [(g, f) for g, f in FIELDS if config.RANGES[f.name] != config.ANY],
                          ids=lambda x: getattr(x, "name", x))
 def test_a_value_out_of_range_exits_2_naming_the_range(group, field, capsys):
