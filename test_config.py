@@ -37,12 +37,15 @@ def test_every_field_has_a_range_and_every_default_is_valid():
     assert unchecked == {"seed", "train_seed", "rl_seed", "scale_std", "mask_truncated", "dynamic_sampling", "compile"}
 
 
+# the README's flags of the world with checks (Presets, Reflection)
+CHECK_FLAGS = ["--check_mode", "fix", "--p_check", "1.0", "--p_template_check", "0.2", "--p_check_slip", "0.3",
+               "--max_new_tokens", "200", "--eval_new_tokens", "200", "--loss_agg", "seq-mean-token-sum-norm"]
+
+
 def test_the_cpu_preset_is_nocheck_with_the_readmes_reflection_flags():
     # the README's reflection runs spelt these flags out on the preset of the world before checks (the
     # zero stage's; the step counts are the pipeline's)
-    flags = ["--max_iters", "1100", "--check_mode", "fix", "--p_check", "1.0", "--p_template_check", "0.2",
-             "--p_check_slip", "0.3", "--max_new_tokens", "200", "--eval_new_tokens", "200",
-             "--loss_agg", "seq-mean-token-sum-norm", "--rl1_steps", "120", "--rl2_steps", "120",
+    flags = ["--max_iters", "1100", *CHECK_FLAGS, "--rl1_steps", "120", "--rl2_steps", "120",
              "--student_rl_steps", "400"]
     preset, cpu = train.build_configs(train.parse_args([]), "cpu")
     assert preset == "cpu" and cpu == train.build_configs(train.parse_args(["--preset", "nocheck", *flags]), "cpu")[1]
@@ -52,17 +55,14 @@ def test_the_cpu_preset_is_nocheck_with_the_readmes_reflection_flags():
 
 def test_the_gpu_preset_is_the_world_before_checks_and_takes_the_readmes_check_flags():
     # the README: the gpu preset runs the dataclass defaults' world; the cpu preset's flags give it the checks
-    flags = ["--check_mode", "fix", "--p_check", "1.0", "--p_template_check", "0.2", "--p_check_slip", "0.3",
-             "--max_new_tokens", "200", "--eval_new_tokens", "200", "--loss_agg", "seq-mean-token-sum-norm"]
     gpu = train.build_configs(train.parse_args(["--preset", "gpu"]), "cuda")[1]
-    checked = train.build_configs(train.parse_args(["--preset", "gpu", *flags]), "cuda")[1]
+    checked = train.build_configs(train.parse_args(["--preset", "gpu", *CHECK_FLAGS]), "cuda")[1]
     cpu = train.build_configs(train.parse_args([]), "cpu")[1]
+    value = lambda cfgs, name: next(getattr(c, name) for c in cfgs.values() if hasattr(c, name))
     assert config.problems(checked) == []
-    for group, name in [("data", "check_mode"), ("data", "p_check"), ("data", "p_template_check"),
-                        ("data", "p_check_slip"), ("rl", "max_new_tokens"), ("train", "eval_new_tokens"),
-                        ("rl", "loss_agg")]:
-        assert getattr(checked[group], name) == getattr(cpu[group], name), name
-    assert [getattr(c["data"], "check_mode") for c in (gpu, checked)] == ["none", "fix"]
+    for name in CHECK_FLAGS[::2]:
+        assert value(checked, name[2:]) == value(cpu, name[2:]), name
+    assert [c["data"].check_mode for c in (gpu, checked)] == ["none", "fix"]
 
 
 @pytest.mark.parametrize("group,field", [(g, f) for g, f in FIELDS if config.RANGES[f.name] != config.ANY],
