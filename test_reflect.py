@@ -123,6 +123,11 @@ def test_check_text_by_hand():
     assert fix((42, "+", 0, 43, "")) == ("Check: 42 + 0 = 42", 42)  # nothing to do in columns
     assert fix((0, "+", 7, 7, "")) == ("Check: 0 + 7: 7 + 0 = 7, so 7", 7)  # (a carry onto a 0 product, gen_arith)
     assert fix((-6, "+", 0, -6, "x")) == ("Check: -6x + 0x = -6x", -6)
+    # 0 goes with the positive numbers: 42 + 0 adds, -6 + 0 takes 0 away from 6 (so a check that
+    # writes "6x - 0x" is the check of -6x + 0x, and "6x + 0x" is not)
+    assert reflect.recompute((42, "+", 0, 42, "")) == (42, "+", 0, 42)
+    assert reflect.recompute((-6, "+", 0, -6, "")) == (6, "-", 0, -6)
+    assert reflect.recompute((0, "-", 5, -5, "")) == (5, "-", 0, -5)
     assert fix((53, "-", 13, 41, ""), "zh") == ("验算：53 - 13：3 - 3 = 0，5 - 1 = 4，所以 40", 40)
     assert reflect.check_text((12, "+", 4, 15, ""), "en", "restate") == ("Check: 12 + 4 = 15", 15)
     assert reflect.check_text((3, "+", -8, 5, "x"), "en", "restate") == ("Check: 3x - 8x = 5x", 5)
@@ -203,6 +208,9 @@ def test_reading_edges_by_hand():
     # paired with the nearest fact before it that it can be the check of
     text = "<think> 9 + 1 = 11. 7 * 6 = 44. 9 + 1 = 10. Check: 9 + 1: 9 + 1 = 10, so 10. </think>"
     assert reflect.check_outcomes(text) == {"confirmed": 1}
+    # a check written right against its step (no full stop between) is still its check
+    text = "<think> 12 + 4 = 15Check: 12 + 4: 2 + 4 = 6, 1 + 0 = 1, so 16. </think>"
+    assert reflect.check_outcomes(text) == {"fixed": 1}
     # a check is never of a fact after it
     assert reflect.check_outcomes("<think> Check: 9 + 1 = 10. 9 + 1 = 10. </think>") == {"unmatched": 1}
 
