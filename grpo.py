@@ -336,12 +336,16 @@ def completion_logprobs(model, r, rows, n, kv, temperature, with_entropy=False):
     """Log-probs (b, n) of the completion tokens of these rows (their first n columns), scored
     where the mask is set and 0 elsewhere, reading their prompts' keys and values from kv
     (prefill's). with_entropy adds the sampling distribution's entropy there (no grad). The
-    output head and one log-softmax run on completion positions only (model's `select`)."""
+    output head and one log-softmax run on completion positions only (model's `select`).
+    The prompts' keys and values reach their rows by index_select, not k[g]: the backward of k[g]
+    adds each prompt's rows up in parallel on the CPU, in an order that changes from call to call
+    (on 2 threads no two zero stages trained the same weights); index_select's backward adds
+    them one row after another, so a run repeats bit for bit (test_grpo.py)."""
     g, b = r.group[rows], len(rows)
     caches = []
     for k, v in zip(kv[::2], kv[1::2]):  # the prompts' keys and values, room for n more: (b, Hkv, P + n, D)
         caches.append(KVCache(b, k.shape[1], k.shape[2] + n, k.shape[3], k.device, k.dtype))
-        caches[-1].update(k[g], v[g])    # a copy into the cache: under autograd, gradients flow back to kv
+        caches[-1].update(k.index_select(0, g), v.index_select(0, g))  # a copy: gradients flow back to kv
     valid = torch.cat([r.ctx_valid[g], r.ctx_valid.new_ones(b, n)], dim=1)  # (b, P + n) the prompt's padding hidden
     mask = attention_mask(valid, r.context.shape[1], n)             # (b, 1, n, P + n)
     m = r.mask[rows, :n]

@@ -291,6 +291,31 @@ def test_shared_prompt_scoring_equals_each_row_alone(moe):
         assert (got[i, n:] == 0).all()
 
 
+def test_the_gradient_through_shared_prompts_is_the_same_every_time():
+    """Each prompt's keys and values are read by its G rows; the gradient adds the rows back up,
+    and must do so in a fixed order: the zero stage's weights then come out the same run after
+    run. On 2 threads the backward of k[g] (a parallel accumulate) gave a different sum at each
+    call at these sizes; index_select's adds the rows one after another."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=64, n_layer=1, n_head=4, n_kv_head=2, n_embd=64,
+                          mlp_hidden=64, init_std=0.1))
+    gen = torch.Generator().manual_seed(0)
+    prompts = [p for p in (torch.randint(0, 49, (41,), generator=gen).tolist() for _ in range(8)) for _ in range(16)]
+    comps = [torch.randint(0, 49, (8,), generator=gen).tolist() for _ in prompts]
+    r = grpo.pack(prompts, comps, 49, "cpu")
+    kv = [t.detach().requires_grad_() for t in grpo.prefill(model, r)]  # (8, 2, 40, 16) each: 8 prompts
+    assert kv[0].shape == (8, 2, 40, 16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rows = torch.randperm(len(prompts), generator=gen)  # a micro-batch's rows: by length, prompts mixed
+        grads = [torch.autograd.grad(grpo.completion_logprobs(model, r, rows, 8, kv, 1.0).sum(), kv) for _ in range(5)]
+    finally:
+        torch.set_num_threads(threads)
+    for g in grads[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(g, grads[0]))
+
+
 @pytest.mark.parametrize("micro_batch", [1, 2, 6])
 def test_the_update_gradient_equals_the_plain_one(monkeypatch, micro_batch):
     """grpo_step's update (the prompts once, micro-batches on detached keys and values, the
