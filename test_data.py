@@ -80,6 +80,91 @@ def test_problem_answers_are_right():
         assert ans == data.poly_str(c, c * b + a, a * b)  # (cx + a)(x + b) = cx^2 + (cb + a)x + ab
 
 
+FACT = re.compile(r"(-?\d+)x? ([-+*/]) (-?\d+)x? = (-?\d+)x?")  # "7 * 9 = 63", "-15x + 2x = -13x"
+# facts per chain (arith: two per digit, and the last step states a * b)
+N_FACTS = {"arith": lambda d: 2 * (d + 1) + 1, "linear": lambda d: 2, "poly": lambda d: 2, "frac": lambda d: 4}
+
+
+def false_facts(steps):
+    """The facts of a chain's steps that exact arithmetic contradicts, and how many were read."""
+    facts = [m.groups() for s in steps for m in FACT.finditer(s)]
+    true = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
+            "/": lambda x, y: Fraction(x, y)}
+    return [f for f in facts if true[f[1]](int(f[0]), int(f[2])) != int(f[3])], len(facts)
+
+
+def test_generators_draw_their_documented_ranges():
+    rng = random.Random(0)
+    for d in (1, 2, 3):  # gen_arith: a (d + 1)-digit number times a digit 2-9
+        a, b = zip(*(data.gen_arith(rng, d)[0] for _ in range(3000)))
+        assert all(len(str(x)) == d + 1 for x in a) and set(b) == set(range(2, 10))
+    assert min(a := [data.gen_arith(rng, 1)[0][0] for _ in range(3000)]) == 10 and max(a) == 99
+    for d, op in ((1, "+"), (2, "-")):  # gen_frac: proper fractions over 2-9, a sum at d=1, a difference at d=2
+        keys = [data.gen_frac(rng, d)[0] for _ in range(3000)]
+        assert {k[0] for k in keys} == {op}
+        assert {k[2] for k in keys} == {k[4] for k in keys} == set(range(2, 10))
+        assert all(1 <= k[1] < k[2] and 1 <= k[3] < k[4] for k in keys)
+        assert {k[1] for k in keys if k[2] == 9} == {k[3] for k in keys if k[4] == 9} == set(range(1, 9))
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_every_fact_of_a_clean_chain_is_true(lang):
+    """Each "x op y = z" of a chain, products and the carries' digits included, not only the sums
+    and differences a check recomputes (test_reflect.py)."""
+    rng, i = random.Random(1), lang == "zh"
+    for kind in data.KINDS:
+        for d in (1, 2, 3):
+            for _ in range(40):
+                _, _, _, steps, ans = data.GENERATORS[kind](rng, d)
+                wrong, n = false_facts([s[i] for s in steps])
+                assert not wrong and n == N_FACTS[kind](d), (kind, steps)
+                if kind == "arith":  # keep s % 10, carry s // 10, and the digits so far are the product's last
+                    pat = r"(\d+) \+ \d+ = (\d+), keep (\d+), carry (\d+), so far (\d+)"
+                    pat = pat if lang == "en" else pat.replace(", keep ", "，留 ").replace(", carry ", "，进 ") \
+                        .replace(", so far ", "，目前 ").replace(", ", "，")
+                    carried = [re.search(pat, s[i]).groups() for s in steps[:-1]]
+                    assert len(carried) == d
+                    for j, (_, total, keep, carry, sofar) in enumerate(carried):
+                        assert (int(carry), int(keep)) == divmod(int(total), 10) and ans.endswith(sofar)
+                        assert len(sofar) == j + 1
+
+
+def test_a_slip_makes_a_step_wrong_in_every_kind():
+    """A slip document's code (0 .. N_STEPS - 1, the first always a slip) and a checked chain's
+    (SLIP_CODES) each write a false fact, unless a slip below 0 stays at 0 (gen_arith's max)."""
+    rng, quiet, n = random.Random(2), 0, 0
+    for kind in data.KINDS:
+        for d in (1, 2, 3):
+            for code in {0, *data.SLIP_CODES[kind](d)}:
+                for _ in range(20):
+                    state = rng.getstate()
+                    steps = data.GENERATORS[kind](rng, d, code)[3]
+                    rng.setstate(state)
+                    clean = data.GENERATORS[kind](rng, d)[3]
+                    wrong, _ = false_facts([s[0] for s in steps])
+                    assert bool(wrong) == (steps != clean)
+                    quiet, n = quiet + (steps == clean), n + 1
+    assert quiet <= 0.03 * n, (quiet, n)
+
+
+def test_documents_keep_their_language():
+    """A plain-template answer is written in the prompt's language; a switching chain changes
+    language half way through its steps (here 4 steps: after the second)."""
+    docs = data.build_corpus(data.DataConfig(n_docs=3000, seed=4, corpus_mix="arith:3"))
+    plain = [d for d in docs if corpus_style(d) == "template-plain"]
+    assert len(plain) > 20
+    for d in plain:
+        zh = d.startswith(data.ZERO_TEMPLATE["zh"][:8])
+        assert d.endswith("。") == zh and (" 答案是 " in d) == zh and (" The answer is " in d) != zh
+    switched = [d.split("\n")[1] for d in docs if corpus_style(d) == "switch"]
+    assert len(switched) > 20
+    for sol in switched:
+        en_first = sol.startswith(data.LABELS["en"][1])
+        body = sol[len(data.LABELS["en" if en_first else "zh"][1]):]
+        first = re.search(r"[\u4e00-\u9fff]" if en_first else r"[a-z]{2}", body).start()  # the other language
+        assert body[:first].count("so far" if en_first else "目前") == 2, sol
+
+
 def corpus_style(doc):
     """The style a corpus document was written in, read back from its text."""
     if any(m in doc for m in ("in words.", "Which is larger", "用汉字写出", "哪个大")):
