@@ -80,17 +80,19 @@ def test_problem_answers_are_right():
         assert ans == data.poly_str(c, c * b + a, a * b)  # (cx + a)(x + b) = cx^2 + (cb + a)x + ab
 
 
-FACT = re.compile(r"(-?\d+)x? ([-+*/]) (-?\d+)x? = (-?\d+)x?")  # "7 * 9 = 63", "-15x + 2x = -13x"
 # facts per chain (arith: two per digit, and the last step states a * b)
 N_FACTS = {"arith": lambda d: 2 * (d + 1) + 1, "linear": lambda d: 2, "poly": lambda d: 2, "frac": lambda d: 4}
+EXACT = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": Fraction}
+# an arith step's carry: its sum, the digit kept, the carry, the digits so far
+CARRY = {"en": r"\+ \d+ = (\d+), keep (\d+), carry (\d+), so far (\d+)",
+         "zh": r"\+ \d+ = (\d+)，留 (\d+)，进 (\d+)，目前 (\d+)"}
 
 
 def false_facts(steps):
-    """The facts of a chain's steps that exact arithmetic contradicts, and how many were read."""
-    facts = [m.groups() for s in steps for m in FACT.finditer(s)]
-    true = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
-            "/": lambda x, y: Fraction(x, y)}
-    return [f for f in facts if true[f[1]](int(f[0]), int(f[2])) != int(f[3])], len(facts)
+    """The facts ("x op y = z", reflect.FACT) of a chain's steps that exact arithmetic
+    contradicts, and how many were read."""
+    facts = [reflect.fact_of(m) for s in steps for m in reflect.FACT.finditer(s)]
+    return [f for f in facts if EXACT[f[1]](f[0], f[2]) != f[3]], len(facts)
 
 
 def test_generators_draw_their_documented_ranges():
@@ -119,12 +121,9 @@ def test_every_fact_of_a_clean_chain_is_true(lang):
                 wrong, n = false_facts([s[i] for s in steps])
                 assert not wrong and n == N_FACTS[kind](d), (kind, steps)
                 if kind == "arith":  # keep s % 10, carry s // 10, and the digits so far are the product's last
-                    pat = r"(\d+) \+ \d+ = (\d+), keep (\d+), carry (\d+), so far (\d+)"
-                    pat = pat if lang == "en" else pat.replace(", keep ", "，留 ").replace(", carry ", "，进 ") \
-                        .replace(", so far ", "，目前 ").replace(", ", "，")
-                    carried = [re.search(pat, s[i]).groups() for s in steps[:-1]]
+                    carried = [re.search(CARRY[lang], s[i]).groups() for s in steps[:-1]]
                     assert len(carried) == d
-                    for j, (_, total, keep, carry, sofar) in enumerate(carried):
+                    for j, (total, keep, carry, sofar) in enumerate(carried):
                         assert (int(carry), int(keep)) == divmod(int(total), 10) and ans.endswith(sofar)
                         assert len(sofar) == j + 1
 
@@ -137,10 +136,8 @@ def test_a_slip_makes_a_step_wrong_in_every_kind():
         for d in (1, 2, 3):
             for code in {0, *data.SLIP_CODES[kind](d)}:
                 for _ in range(20):
-                    state = rng.getstate()
-                    steps = data.GENERATORS[kind](rng, d, code)[3]
-                    rng.setstate(state)
-                    clean = data.GENERATORS[kind](rng, d)[3]
+                    p = data.make_problem(rng, kind, d, "en", "corpus", code)
+                    steps, clean = p.steps, p.clean[0]  # the slipped chain and its twin done right
                     wrong, _ = false_facts([s[0] for s in steps])
                     assert bool(wrong) == (steps != clean)
                     quiet, n = quiet + (steps == clean), n + 1
