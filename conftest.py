@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -15,6 +16,12 @@ def train(args, **kw):
     """python train.py ARGS in the project's folder, output captured."""
     return subprocess.run([sys.executable, os.path.join(HERE, "train.py"), *args], capture_output=True, text=True,
                           cwd=HERE, **kw)
+
+
+def fake_run(step=0):
+    """The parts of checkpoint.Run that the training loops touch, for a run at `step` (0: fresh)."""
+    return types.SimpleNamespace(step=step, log=lambda row: None,
+                                 bar=types.SimpleNamespace(update=lambda n: None, set_postfix=lambda **kw: None))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 is skipped. Two CPU processes talk over gloo; run with `python -m pytest -q test_dist.py`."""
 import contextlib
 import dataclasses
-import types
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ import grpo
 import loops
 import moe
 import train
+from conftest import fake_run
 from model import GPT, GPTConfig
 
 CFG = GPTConfig(vocab_size=300, block_size=160, n_layer=2, n_embd=32, n_head=2, n_kv_head=1, mlp_hidden=64,
@@ -29,12 +29,6 @@ RL = grpo.RLConfig(prompts_per_step=4, group_size=2, max_new_tokens=12, beta=0.0
 def fresh_model():
     torch.manual_seed(0)
     return GPT(CFG)
-
-
-def fake_run():
-    """The parts of checkpoint.Run that the loops touch."""
-    return types.SimpleNamespace(step=0, log=lambda row: None,
-                                 bar=types.SimpleNamespace(update=lambda n: None, set_postfix=lambda **kw: None))
 
 
 def pretrain_steps(model, n_steps):
