@@ -110,6 +110,7 @@ def test_language_consistency():
     assert language_consistency("<think>so x = 2</think><answer>答案 x = 2</answer>", "en") == 1.0
     assert language_consistency("", "zh") == 0.0  # no words: no reward (see the docstring)
     assert language_consistency("Сначала потом 先算", "zh") == 0.5  # other scripts count for neither
+    assert language_consistency("café déjà naïve 先算", "en") == 0.6  # accented Latin words are Latin words
     with pytest.raises(ValueError):
         language_consistency("hello", "fr")
 
@@ -150,6 +151,8 @@ def test_needless_chain():
     assert needless_chain(wrap("47", "Let me work it out step by step and then write the number down in words")) == 1.0
     assert needless_chain(wrap("47", "我一步一步来算，先看十位再看个位然后写下来")) == 1.0  # 20 CJK words
     assert needless_chain("<answer> 47 </answer>") == 0.0
+    words = lambda n: wrap("47", " ".join(["word"] * n))
+    assert needless_chain(words(12)) == 0.0 and needless_chain(words(13)) == 1.0  # NEEDLESS_WORDS is allowed
     assert needless_chain("4 * 10 = 40 so <answer> 47 </answer>") == 1.0  # no <think>: the text before the answer
 
 
