@@ -218,7 +218,7 @@ def test_marks_and_what_they_equal():
 
 
 @pytest.mark.parametrize("answer", [
-    "2x = 10", "2x + 3 = 13", "x = y = (1, 2)", "5 < (1, 2)", "x < y = 3", r"\frac{1}{\infty}", r"\infty - \infty",
+    "2x = 10", "2x + 3 = 13", "x = y = (1, 2)", r"5 \in [0, 1)", r"x \in 5", r"x + 1 \in [0, 1)", "5 < (1, 2)", "x < y = 3", r"\frac{1}{\infty}", r"\infty - \infty",
     r"\sin(\infty)", r"\log 0", r"\tan\frac{\pi}{2}", r"\log_1 5", r"\exp(\exp(x))", r"\exp(2^{64})", "x^{x^{x}}",
     "e^{e^{e^{2}}}", "2^{n+512}", r"\binom{1001}{3}", r"\binom{x}{2}", r"\sqrt[13]{2}", r"\sqrt[x]{2}", "1011_37",
     "129_2", "a_{1+2+3+4}", r"\log_0 5", "(1, 2}", r"\{1, 2)",
@@ -238,11 +238,13 @@ def test_reader_details():
         latex.tokenize("abcd")  # a word: read as text (`Evelyn`) or not at all
     assert latex.text_key("a" * 400) == "a" * 400 and latex.text_key("a" * 401) is None
     assert accepted(r"\begin{pmatrix}" + r"\\".join("1" * 10) + r"\end{pmatrix}")
+    assert verify.parse_answer("1,000").structure == ("scalar", None, 1000)  # a gold's separators are read
 
 
 def test_growth_limits_sit_where_documented():
     assert accepted(rf"\exp({2**64 - 1})") and not accepted(rf"\exp({2**64})")  # GROWTH_BITS = 64
     assert accepted("2^{n+511}") and not accepted("2^{n+512}")  # a symbolic exponent's estimate: 10 bits
+    assert accepted(f"{2**64 - 1}^n") and not accepted(f"{2**64}^n")  # its base: GROWTH_BITS as well
     assert accepted("e^{e^{2}}") and not accepted("e^{e^{e^{2}}}")     # one level of growth, never two
     assert accepted(r"\binom{1000}{500}") and not accepted(r"\binom{1001}{500}")
     assert accepted("(x+y+z+1)^{n+16}") and not accepted("(x+y+z+1)^{n+17}")  # C(n+3, 3) terms, as for numbers
@@ -308,8 +310,22 @@ def test_limits_sit_where_documented():
     # a 40-digit number to the 200th power has 26,575 bits, over the 20,000-bit cap; to the 140th
     # it has 18,603
     assert accepted("9" * 40 + "^140") and not accepted("9" * 40 + "^200")
-    assert accepted("0^2") and accepted("\\sqrt{0}") and not accepted("0^-1")
+    assert accepted("262144^1000") and not accepted("524288^1000")  # 19 bits: (19 + 1) * 1000 = 20,000, at the cap
+    assert accepted("0^2") and accepted("\\sqrt{0}") and accepted("0^0") and not accepted("0^-1")  # 0^0: sympy's 1
     assert not accepted("2/(3-3)")
+
+
+def test_size_estimates_follow_their_formulas():
+    """Each operation's estimate (terms after expansion, bits of its largest number, tower) is the
+    formula beside it in parse.sized_op, sized_function and sized_binomial, worked out here by hand."""
+    estimate = lambda text: tuple(verify.Parser(text).expr()[1:])
+    assert estimate("2^3") == (1, 9, False)         # one term: (2 bits + bit_length(1 term)) * 3
+    assert estimate("(x+1)^3") == (4, 12, False)    # C(2 + 3 - 1, 3) terms, (2 + bit_length(2)) * 3 bits
+    assert estimate("2^{1/2}") == (1, 3, False)     # a root counts as a first power
+    assert estimate("2^n") == (1, 3, True)          # a symbolic exponent: (2 bits + 1) * max(0, 1)
+    assert estimate("(x+1)^{n+3}") == (4, 9, True)  # its constant part expands: C(4, 3), (2 + 1) * 3
+    assert estimate(r"\sin(x+1)") == (1, 4, False) and estimate(r"\log_{2}(x)") == (1, 3, False)  # bits + 2
+    assert estimate(r"\exp(x)") == (1, 3, True) and estimate(r"\binom{5}{2}") == (1, 4, False)  # 10: 4 bits
 
 
 @pytest.mark.parametrize("text", ["(x+1)^32", "(2x+3)^20", "(x+y+1)^10", "(x+1)(x+2)(x+3)",
