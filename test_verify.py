@@ -153,6 +153,7 @@ def test_text_answers_and_choices():
     assert latex.text_key("5 apples") is None and latex.text_key("NaN") is None  # math; a non-number
     assert latex.text_answer(r"\text{odd}") == "odd" and latex.text_answer("Evelyn") == "evelyn"
     assert [latex.text_answer(t) for t in ("xy", "sqrt x", "x or y")] == [None, None, None]
+    assert verify.cheap_verdict("Evelyn", "5") is False and verify.cheap_verdict("5", r"\text{Evelyn}") is False  # no worker
     assert [latex.choice(t) for t in ("C", "(C)", r"\textbf{(C)}\ 12", "(C) or (D)", "(C), (D)", "12", "CD")] == [
         "c", "c", "c", None, None, None, None]
     assert is_equivalent("no", r"\text{No}") and not is_equivalent("yes", r"\text{No}")
@@ -456,10 +457,11 @@ def test_worker_imports_no_trainer():
     ("5", "5"), (r" \boxed{x = 7}. ", "x = 7"), (r"The answer is \boxed{\frac{1}{2}} cm", r"\frac{1}{2}"),
     (r"\boxed{5} \boxed{6}", None), (r"\boxed{5", None), (r"\boxed{}", None), (r"\boxed{\boxed{5}}", None),
     (r"So $2x = 10$, hence $x = 5$.", "x = 5"), (r"$x = 3$ and $x = 4$", "x = 3, x = 4"),
-    (r"$3$ or $4$", "3, 4"), (r"\(3\), \(4\)", "3, 4"),
+    (r"$3$ or $4$", "3, 4"), (r"\(3\), \(4\)", "3, 4"), (r"$1$ is too small. $3$ or $4$", "3, 4"),
     (r"$3$, so $4$", "4"), (r"\[ \frac{7}{2} \]", r"\frac{7}{2}"), (r"$$5$$", "5"), (r"It costs \$5, i.e. $5$", "5"),
     ("The answer is 42.", "42"), ("answer: 3.5 meters", "3.5 meters"), ("   ", None),
     ("x" * 5000 + " then $7$", "7"),  # the searches look at the block's end only
+    ("$7$" + " and so on" * 200, "$7$" + " and so on" * 200),  # a span 4 * MAX_CHARS from the end is not seen
 ], ids=lambda a: str(a)[:30])
 def test_answer_in_block(block, answer):
     assert answer_in_block(block) == answer
