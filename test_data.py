@@ -355,6 +355,17 @@ def test_tokenizer_roundtrip(small_world):
         assert sum(ch.isdigit() for ch in enc.decode([tok])) <= 1
 
 
+def test_bpe_merges_the_most_frequent_pair_worked_by_hand():
+    """Each merge takes the pair seen most often, a chunk counted as often as it occurs; a tie goes
+    to the larger pair; training stops one id short of vocab_size (<|endoftext|>'s) or when nothing
+    is left to merge; digits are chunks of their own and never merge."""
+    merged = lambda ranks: {token: rank for token, rank in ranks.items() if rank >= 256}
+    assert merged(tokenizer.train_bpe(["aaab"], 260)) == {b"aa": 256, b"aaa": 257, b"aaab": 258}  # (aa, a) ties (a, b)
+    assert merged(tokenizer.train_bpe(["aaab"], 259)) == {b"aa": 256, b"aaa": 257}
+    assert merged(tokenizer.train_bpe(["ab"] * 3 + ["aaa"], 300)) == {b"ab": 256, b"aa": 257, b"aaa": 258}  # 3 > 2
+    assert merged(tokenizer.train_bpe(["ab ab", "12"], 300)) == {b"ab": 256, b" ab": 257}
+
+
 def test_tokenizer_rank_file(small_world, tmp_path):
     _, _, enc = small_world
     path = tmp_path / "tok.tiktoken"
