@@ -207,6 +207,28 @@ def test_dtypes_shapes_and_bias():
     assert fp8.Float8Linear(128, 256).bias is not None                # nn.Linear's defaults
 
 
+def test_the_gemms_stay_fp32_under_autocast():
+    """Under bf16 autocast (how train.py runs the forward) the three GEMMs are exactly what _qmm
+    computes in fp32: autocast never re-rounds the CPU emulation's matmuls, backward included."""
+    torch.manual_seed(0)
+    x, w, dy = torch.randn(16, 128), torch.randn(256, 128), torch.randn(16, 256)
+    spec, pad = fp8._SPEC["blockwise"], lambda t: fp8._pad_rows(t, fp8.TILE)
+    xa, wa = x.clone().requires_grad_(), w.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fp8.fp8_linear(xa, wa, "blockwise")
+    y.backward(dy)
+    assert torch.equal(y, fp8._qmm(x, w, spec["fwd"]))
+    assert torch.equal(xa.grad, fp8._qmm(dy, w.t(), spec["dgrad"]))
+    assert torch.equal(wa.grad, fp8._qmm(pad(dy).t(), pad(x).t(), spec["wgrad"]))
+
+
+def test_quantize_refuses_what_it_cannot_read():
+    with pytest.raises(AssertionError):
+        fp8.quantize(torch.randn(4, 128), "2x2")      # no such granularity
+    with pytest.raises(AssertionError):
+        fp8.quantize(torch.randn(2, 4, 128), "row")   # (R, C) only
+
+
 def test_gradients_only_where_asked():
     """A frozen weight still passes dx back; an input that needs none still gives dW."""
     x, w = torch.randn(32, 128), torch.randn(256, 128)
@@ -540,6 +562,12 @@ def test_fp8_supported_and_default():
     ok, why = fp8.fp8_supported("cpu", "nope")
     assert not ok and "tensorwise" in why
     assert fp8.default_recipe("cpu") == "off"
+
+
+def test_fp8_on_cuda_needs_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as here, and on any GPU-less machine
+    ok, why = fp8.fp8_supported("cuda", "rowwise")
+    assert not ok and "needs a CUDA GPU" in why and fp8.default_recipe("cuda") == "off"
 
 
 @pytest.mark.parametrize("recipe,cc,cuda,ok", [
