@@ -8,6 +8,7 @@ test_all.py).
 import dataclasses
 import json
 import os
+import pickle
 
 import pytest
 import torch
@@ -69,6 +70,16 @@ def test_a_run_resumes_at_its_checkpoint_and_forgets_rows_after_it(parts, tmp_pa
     assert fresh.step == 0 and fresh.saved is None and steps() == []
 
     fresh.progress(10)
-    fresh.finish({"accuracy": 0.5})
-    assert json.load(open(tmp_path / "zero" / "eval.json")) == {"accuracy": 0.5, "settings": "hash2"}
+    fresh.finish({"accuracy": 0.5, "example": "计算 12 * 3"})
+    eval_json = tmp_path / "zero" / "eval.json"
+    assert json.load(open(eval_json)) == {"accuracy": 0.5, "example": "计算 12 * 3", "settings": "hash2"}
+    assert "计算" in eval_json.read_text(encoding="utf-8")  # readable as written, not \u escapes
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "zero"))
+
+
+def test_a_checkpoint_with_anything_but_tensors_and_plain_data_is_refused(tmp_path):
+    """load_checkpoint unpickles with weights_only=True: an object of any class is refused, never built."""
+    path = str(tmp_path / "ckpt.pt")
+    torch.save({"step": 1, "configs": Cfg()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint.load_checkpoint(path)

@@ -362,6 +362,7 @@ def test_bpe_merges_the_most_frequent_pair_worked_by_hand():
     merged = lambda ranks: {token: rank for token, rank in ranks.items() if rank >= 256}
     assert merged(tokenizer.train_bpe(["aaab"], 260)) == {b"aa": 256, b"aaa": 257, b"aaab": 258}  # (aa, a) ties (a, b)
     assert merged(tokenizer.train_bpe(["aaab"], 259)) == {b"aa": 256, b"aaa": 257}
+    assert merged(tokenizer.train_bpe(["abaa"], 258)) == {b"ba": 256}  # three pairs tie: the largest, not the first
     assert merged(tokenizer.train_bpe(["ab"] * 3 + ["aaa"], 300)) == {b"ab": 256, b"aa": 257, b"aaa": 258}  # 3 > 2
     assert merged(tokenizer.train_bpe(["ab ab", "12"], 300)) == {b"ab": 256, b" ab": 257}
 
