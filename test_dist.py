@@ -69,6 +69,27 @@ def tokenizer():
     return data.build_tokenizer(DATA, data.build_corpus(DATA))
 
 
+def grpo_loop_calls(n_steps=2):
+    """train_grpo around a stand-in grpo_step: per step, the problems this rank rolled out and
+    what its refill drew."""
+    calls = []
+
+    def stand_in(model, ref, opt, enc, problems, rc, score_fn, gen, refill, grad_clip):
+        calls.append((problems, refill(1)))
+        return {"reward": 0.5, "accuracy": 0.5, "format_rate": 1.0, "lang": 1.0, "response_tokens": 9.0, "kl": 0.0,
+                "zero_var_frac": 0.0, "skipped": 0, "example": ""}
+    real, grpo.grpo_step = grpo.grpo_step, stand_in
+    try:
+        model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=0))
+        prompts_at = lambda step, salt=0: [f"{step}/{salt}/{i}" for i in range(4)]
+        loops.train_grpo(model, None, torch.optim.SGD(model.parameters(), lr=0.1), None, prompts_at, None,
+                         grpo.RLConfig(prompts_per_step=4), config.TrainConfig(), n_steps, fake_run(),
+                         contextlib.nullcontext(), dict, lambda step: None)
+    finally:
+        grpo.grpo_step = real
+    return calls
+
+
 def _rank_main(rank, world, init_file, out):
     td.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.set_num_threads(1)
@@ -86,7 +107,8 @@ def _rank_main(rank, world, init_file, out):
         grpo_state = model.state_dict()
         answers = evaluate.respond(model, enc, data.rl_problems(DATA, 3, seed=4), 8)  # 3 over 2 ranks: uneven
         idle = idle_expert_step()
-        torch.save({"first": first, "biases": biases, "grpo": grpo_state, "reward": st["reward"], "answers": answers,
+        loop = grpo_loop_calls()
+        torch.save({"loop": loop, "first": first, "biases": biases, "grpo": grpo_state, "reward": st["reward"], "answers": answers,
                     "gathered": dist.gather([rank] * (rank + 1)), "idle": idle}, f"{out}/rank{rank}.pt")
     finally:
         td.destroy_process_group()
@@ -132,6 +154,16 @@ def test_evaluation_is_split_over_ranks_and_gathered_in_order(two_ranks):
     grpo_once(model, tokenizer())  # the ranks answered with the GRPO-stepped model
     assert two_ranks[0]["answers"] == two_ranks[1]["answers"] == evaluate.respond(
         model, tokenizer(), data.rl_problems(DATA, 3, seed=4), 8)
+
+
+def test_each_rank_rolls_out_its_share_of_the_prompts_and_refills_from_its_own_draw(two_ranks):
+    """The GRPO loop on two ranks: rank r takes the r-th half of the step's prompts (whole
+    groups), and a refill (DAPO's dynamic sampling) draws with salt 1 + r, so the two ranks never
+    refill with the same prompts."""
+    for step in range(2):
+        (mine0, refill0), (mine1, refill1) = two_ranks[0]["loop"][step], two_ranks[1]["loop"][step]
+        assert mine0 == [f"{step}/0/0", f"{step}/0/1"] and mine1 == [f"{step}/0/2", f"{step}/0/3"]
+        assert refill0 == [f"{step}/1/0"] and refill1 == [f"{step}/2/0"]
 
 
 def test_an_expert_that_no_token_reaches_does_not_stall_ddp(two_ranks):
