@@ -108,8 +108,8 @@ def _rank_main(rank, world, init_file, out):
         answers = evaluate.respond(model, enc, data.rl_problems(DATA, 3, seed=4), 8)  # 3 over 2 ranks: uneven
         idle = idle_expert_step()
         loop = grpo_loop_calls()
-        torch.save({"loop": loop, "first": first, "biases": biases, "grpo": grpo_state, "reward": st["reward"], "answers": answers,
-                    "gathered": dist.gather([rank] * (rank + 1)), "idle": idle}, f"{out}/rank{rank}.pt")
+        torch.save({"first": first, "biases": biases, "grpo": grpo_state, "reward": st["reward"], "answers": answers,
+                    "gathered": dist.gather([rank] * (rank + 1)), "idle": idle, "loop": loop}, f"{out}/rank{rank}.pt")
     finally:
         td.destroy_process_group()
 
