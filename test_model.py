@@ -4,6 +4,8 @@ and that the model can learn.
 
     python -m pytest test_model.py -q
 """
+import math
+
 import pytest
 import torch
 
@@ -176,11 +178,11 @@ def test_a_block_is_two_pre_norm_residual_updates():
     + mlp(norm of that)."""
     from model import Block, RMSNorm, rope_tables
     torch.manual_seed(0)
-    norm = RMSNorm(4, eps=1e-5)
+    norm = RMSNorm(4, eps=0.5)  # an eps large enough to see: mean(x^2) = 7.5
     with torch.no_grad():
         norm.weight.copy_(torch.tensor([1.0, 2.0, 0.5, -1.0]))
     x = torch.tensor([[3.0, -4.0, 1.0, 2.0]])
-    want = x / (x.pow(2).mean() + 1e-5).sqrt() * norm.weight
+    want = x / 8.0 ** 0.5 * torch.tensor([1.0, 2.0, 0.5, -1.0])
     torch.testing.assert_close(norm(x), want.detach())
     cfg = GPTConfig(vocab_size=97, block_size=16, n_layer=1, n_head=2, n_kv_head=1, n_embd=8, mlp_hidden=16)
     block = Block(cfg, 0)
@@ -189,3 +191,56 @@ def test_a_block_is_two_pre_norm_residual_updates():
     with torch.no_grad():
         h = x + block.attn(block.attn_norm(x), cos, sin, None, None)
         torch.testing.assert_close(block(x, cos, sin, None, None), h + block.mlp(block.mlp_norm(h)))
+
+
+def test_rope_turns_each_pair_by_its_position_times_its_frequency():
+    """RoPE (RoFormer §3.4.2, in the half-split layout): at position m the pair (x_i, x_{i+D/2})
+    turns by the angle m * theta^(-2i/D). D = 4 and theta = 100: frequencies 1 and 1/10."""
+    from model import apply_rope, rope_tables
+    cos, sin = rope_tables(GPTConfig(n_embd=8, n_head=2, rope_theta=100.0), 3, "cpu")  # (T, D/2) each
+    angle = torch.tensor([[0.0, 0.0], [1.0, 0.1], [2.0, 0.2]])
+    torch.testing.assert_close(cos, angle.cos())
+    torch.testing.assert_close(sin, angle.sin())
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0]).repeat(3, 1)  # (T, D): the pairs (1, 3) and (2, 4)
+    y = apply_rope(x[None, None], cos[None, None], sin[None, None])[0, 0]
+    for m in range(3):
+        for i, (a, b) in enumerate([(1.0, 3.0), (2.0, 4.0)]):
+            c, s = math.cos(angle[m, i]), math.sin(angle[m, i])
+            torch.testing.assert_close(y[m, [i, i + 2]], torch.tensor([a * c - b * s, a * s + b * c]))
+
+
+def test_weights_their_init_and_their_counts():
+    """No biases; the RoPE tables are buffers left out of the state dict (recomputed, never
+    saved); every matrix starts normal(0, init_std) and the output projections (wo, w2, the
+    experts' w2) at init_std / sqrt(2 n_layer) (GPT-2); RMSNorm gains start at 1; n_params counts
+    the tied embedding once and, active, K of the E routed experts; flops_per_token is 2 per
+    active parameter plus 4 L C ctx; a single routed expert is still an MoE layer."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_kv_head=1, n_embd=64, mlp_hidden=128,
+                    n_routed_experts=4, n_experts_per_tok=2, moe_hidden=32, n_dense_layers=1, init_std=0.1)
+    model = GPT(cfg)
+    assert not any("bias" in n for n, _ in model.named_parameters())
+    assert not any("rope" in k for k in model.state_dict())
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            assert torch.equal(p, torch.ones_like(p)), name
+        else:
+            out_proj = name.endswith(("wo.weight", "w2.weight", ".w2"))
+            assert p.std().item() == pytest.approx(0.05 if out_proj else 0.1, rel=0.1), name
+            assert abs(p.mean().item()) < 0.01, name
+    assert model.n_params() == sum(p.numel() for p in model.parameters()) == 86656
+    routed = 3 * 4 * 32 * 64  # w1, w2, w3 of 4 experts (C = 64, hidden 32) in the one MoE layer
+    assert model.n_params(active=True) == 86656 - routed // 2  # K = 2 of E = 4
+    assert model.flops_per_token() == 2 * model.n_params(active=True)
+    assert model.flops_per_token(10) == 2 * model.n_params(active=True) + 4 * 2 * 64 * 10
+    from moe import MoE
+    one = GPT(GPTConfig(n_layer=8, n_routed_experts=1, n_experts_per_tok=1, init_std=0.1))
+    assert isinstance(one.blocks[1].mlp, MoE) and not isinstance(one.blocks[0].mlp, MoE)
+    assert one.blocks[0].attn.wo.weight.std().item() == pytest.approx(0.1 / 4, rel=0.1)  # sqrt(2 * 8) = 4
+
+
+def test_top_k_keeps_exactly_k_tokens():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    u = torch.linspace(0, 1 - 1e-7, 200)
+    assert {int(sample_token(logits, 1.0, 2, None, v[None])) for v in u} == {2, 3}
+    assert {int(sample_token(logits, 1.0, 4, None, v[None])) for v in u} == {0, 1, 2, 3}
