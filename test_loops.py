@@ -202,6 +202,16 @@ def test_both_loops_clip_at_the_configured_norm(monkeypatch):
     assert seen[-2:] == [0.7, float("inf")]
 
 
+def has_cpp_compiler():
+    """Whether inductor finds the C++ compiler it builds CPU kernels with. Where it does, a step
+    that falls back to eager is a bug of ours (an op the compiler cannot trace), not the machine."""
+    try:
+        from torch._inductor import cpp_builder
+        return bool(cpp_builder.get_cpp_compiler())
+    except Exception:  # no compiler found (or a torch without this helper)
+        return False
+
+
 def test_compiled_training_step_equals_eager():
     """loops.compiled: the compiled step computes the eager step's loss and gradients (another
     float order), and the compiling step leaves no trace (no gradients, no expert counts)."""
@@ -218,8 +228,9 @@ def test_compiled_training_step_equals_eager():
     moe_layer = model.blocks[1].mlp
     counts = moe_layer.tokens_per_expert.clone()
     fast = loops.compiled(model, x, y, contextlib.nullcontext())
-    if fast is model:
-        pytest.skip("torch.compile does not run on this machine (loops.compiled printed why)")
+    if fast is model and not has_cpp_compiler():
+        pytest.skip("torch.compile needs a C++ compiler on a CPU, and this machine has none")
+    assert fast is not model, "the step did not compile (loops.compiled printed why), though a C++ compiler is here"
     assert all(p.grad is None for p in model.parameters()) and moe_layer.tokens_per_expert.sum() == 0
     _, got = fast(x, y)
     got.backward()

@@ -214,6 +214,9 @@ def test_row_align_is_16_bytes_only_where_cuda_runs_the_grouped_kernel():
     assert seam.row_align(on("cuda", torch.bfloat16), torch.zeros(4, 8, 12)) == 1  # 24-byte rows
     assert seam.row_align(on("cpu", torch.bfloat16), w) == 1
     assert moe._grouped_mm_ok(torch.zeros(5, 16), w) and not moe._grouped_mm_ok(torch.zeros(5, 16).to("meta"), w)
+    bf = torch.bfloat16  # every dimension of w is a row of some operand: 16-byte multiples, out and in
+    assert not moe._grouped_mm_ok(torch.zeros(5, 16, dtype=bf), torch.zeros(4, 12, 16, dtype=bf))  # out: 24 bytes
+    assert not moe._grouped_mm_ok(torch.zeros(5, 12, dtype=bf), torch.zeros(4, 8, 12, dtype=bf))  # in: 24 bytes
 
 
 class Record(moe.ExpertGEMM):
@@ -288,6 +291,13 @@ def test_group_limited_routing_masks_with_minus_inf():
     for t in range(64):
         for grp in set(range(4)) - set(best[t].tolist()):
             assert (masked[t, grp] == -math.inf).all()
+    # a group's score is the sum of its two best experts' affinities (DeepSeek-V3 §2.1.2, node-limited
+    # routing; two in its reference inference code), not of all of them: two strong beat three good
+    m = make_moe(n_expert_groups=2, n_limited_groups=1)  # 2 groups of 4
+    strong, broad = [0.9, 0.9, 0.0, 0.0], [0.8, 0.8, 0.8, 0.0]  # top-2 sums 1.8 > 1.6; top-3: 1.8 < 2.4
+    kept = m._limit_groups(torch.tensor([strong + broad, broad + strong]))
+    assert torch.isinf(kept[0, 4:]).all() and torch.equal(kept[0, :4], torch.tensor(strong))
+    assert torch.isinf(kept[1, :4]).all() and torch.equal(kept[1, 4:], torch.tensor(strong))
 
 
 def test_seq_aux_loss_hand_formula():
@@ -373,6 +383,9 @@ def test_load_stats_layers():
     st = load_stats(model)
     assert st == {"moe0.max_mean": 1.0, "moe0.dead": 0, "moe1.max_mean": 4.0, "moe1.dead": 5,
                   "moe.max_mean": 4.0}
+    model[0].tokens_per_expert.copy_(torch.tensor([1., 0, 0, 0, 0, 0, 0, 0]))  # a mean below 1
+    update_bias(model)
+    assert load_stats(model)["moe0.max_mean"] == 8.0 and load_stats(model)["moe0.dead"] == 7
 
 
 def test_routing_state_stays_fp32():
