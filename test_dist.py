@@ -108,8 +108,15 @@ def _rank_main(rank, world, init_file, out):
         answers = evaluate.respond(model, enc, data.rl_problems(DATA, 3, seed=4), 8)  # 3 over 2 ranks: uneven
         idle = idle_expert_step()
         loop = grpo_loop_calls()
+        try:
+            dist.my_share(3)  # a training batch of 3 over 2 ranks
+            uneven = "split"
+        except ValueError:
+            uneven = "refused"
+        plumbing = {"main": dist.is_main(), "mean": dist.mean_stats({"x": float(rank), "name": "r"}), "uneven": uneven}
         torch.save({"first": first, "biases": biases, "grpo": grpo_state, "reward": st["reward"], "answers": answers,
-                    "gathered": dist.gather([rank] * (rank + 1)), "idle": idle, "loop": loop}, f"{out}/rank{rank}.pt")
+                    "gathered": dist.gather([rank] * (rank + 1)), "idle": idle, "loop": loop,
+                    "plumbing": plumbing}, f"{out}/rank{rank}.pt")
     finally:
         td.destroy_process_group()
 
@@ -164,6 +171,14 @@ def test_each_rank_rolls_out_its_share_of_the_prompts_and_refills_from_its_own_d
         (mine0, refill0), (mine1, refill1) = two_ranks[0]["loop"][step], two_ranks[1]["loop"][step]
         assert mine0 == [f"{step}/0/0", f"{step}/0/1"] and mine1 == [f"{step}/0/2", f"{step}/0/3"]
         assert refill0 == [f"{step}/1/0"] and refill1 == [f"{step}/2/0"]
+
+
+def test_rank_0_is_the_main_stats_are_averaged_and_a_training_batch_splits_evenly_or_not_at_all(two_ranks):
+    """Only rank 0 writes files and prints; mean_stats averages every number over the ranks and
+    keeps the rest; a training batch that cannot split evenly is refused (DDP averages equal shares)."""
+    assert [r["plumbing"]["main"] for r in two_ranks] == [True, False]
+    assert all(r["plumbing"]["mean"] == {"x": 0.5, "name": "r"} for r in two_ranks)
+    assert all(r["plumbing"]["uneven"] == "refused" for r in two_ranks)
 
 
 def test_an_expert_that_no_token_reaches_does_not_stall_ddp(two_ranks):
