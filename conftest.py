@@ -24,6 +24,12 @@ def fake_run(step=0):
                                  bar=types.SimpleNamespace(update=lambda n: None, set_postfix=lambda **kw: None))
 
 
+def grpo_stats(skipped=0):
+    """What a stand-in grpo_step returns to train_grpo: the figures the loop logs and shows."""
+    return {"reward": 0.5, "accuracy": 0.5, "format_rate": 1.0, "lang": 1.0, "response_tokens": 9.0, "kl": 0.0,
+            "zero_var_frac": 0.0, "skipped": skipped, "example": "an example"}
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """Every stage at --preset tiny (`--stage all`), once per test session: the output folder."""

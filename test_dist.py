@@ -16,7 +16,7 @@ import grpo
 import loops
 import moe
 import train
-from conftest import fake_run
+from conftest import fake_run, grpo_stats
 from model import GPT, GPTConfig
 
 CFG = GPTConfig(vocab_size=300, block_size=160, n_layer=2, n_embd=32, n_head=2, n_kv_head=1, mlp_hidden=64,
@@ -76,8 +76,7 @@ def grpo_loop_calls(n_steps=2):
 
     def stand_in(model, ref, opt, enc, problems, rc, score_fn, gen, refill, grad_clip):
         calls.append((problems, refill(1)))
-        return {"reward": 0.5, "accuracy": 0.5, "format_rate": 1.0, "lang": 1.0, "response_tokens": 9.0, "kl": 0.0,
-                "zero_var_frac": 0.0, "skipped": 0, "example": ""}
+        return grpo_stats()
     real, grpo.grpo_step = grpo.grpo_step, stand_in
     try:
         model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=0))

@@ -17,7 +17,7 @@ import dist
 import grpo
 import loops
 import train
-from conftest import fake_run
+from conftest import fake_run, grpo_stats
 from model import GPT, GPTConfig
 
 
@@ -140,8 +140,7 @@ def test_the_grpo_loop_schedules_its_steps(monkeypatch):
                       "problems": problems, "refill": refill(2), "clip": grad_clip})
         with torch.no_grad():
             model.lm_head.weight.add_(1.0)  # the policy moves by 1 each step
-        return {"reward": 0.5, "accuracy": 0.5, "format_rate": 1.0, "lang": 1.0, "response_tokens": 9.0, "kl": 0.0,
-                "zero_var_frac": 0.0, "skipped": skip, "example": "an example"}
+        return grpo_stats(skipped=skip)
     monkeypatch.setattr(grpo, "grpo_step", grpo_step)
     rc = grpo.RLConfig(prompts_per_step=3, rl_lr=0.1, rl_warmup=2, rl_eval_every=3, ref_sync_every=4,
                        rl_ckpt_every=5, rl_seed=7)

@@ -385,7 +385,8 @@ def test_load_stats_layers():
                   "moe.max_mean": 4.0}
     model[0].tokens_per_expert.copy_(torch.tensor([1., 0, 0, 0, 0, 0, 0, 0]))  # a mean below 1
     update_bias(model)
-    assert load_stats(model)["moe0.max_mean"] == 8.0 and load_stats(model)["moe0.dead"] == 7
+    st = load_stats(model)
+    assert st["moe0.max_mean"] == 8.0 and st["moe0.dead"] == 7
 
 
 def test_routing_state_stays_fp32():
