@@ -112,7 +112,14 @@ def _rank_main(rank, world, init_file, out):
             uneven = "split"
         except ValueError:
             uneven = "refused"
-        plumbing = {"main": dist.is_main(), "mean": dist.mean_stats({"x": float(rank), "name": "r"}), "uneven": uneven}
+        wrapped = dist.wrap(fresh_model())
+        compiled = type("Compiled", (), {"_orig_mod": wrapped})()  # what torch.compile hands no_sync
+        syncs = []
+        for m, last in ((wrapped, False), (wrapped, True), (compiled, False)):
+            with dist.no_sync(m, last):
+                syncs.append(wrapped.require_backward_grad_sync)
+        plumbing = {"main": dist.is_main(), "mean": dist.mean_stats({"x": float(rank), "name": "r"}), "uneven": uneven,
+                    "broadcast_buffers": wrapped.broadcast_buffers, "syncs": syncs}
         torch.save({"first": first, "biases": biases, "grpo": grpo_state, "reward": st["reward"], "answers": answers,
                     "gathered": dist.gather([rank] * (rank + 1)), "idle": idle, "loop": loop,
                     "plumbing": plumbing}, f"{out}/rank{rank}.pt")
@@ -178,6 +185,10 @@ def test_rank_0_is_the_main_stats_are_averaged_and_a_training_batch_splits_evenl
     assert [r["plumbing"]["main"] for r in two_ranks] == [True, False]
     assert all(r["plumbing"]["mean"] == {"x": 0.5, "name": "r"} for r in two_ranks)
     assert all(r["plumbing"]["uneven"] == "refused" for r in two_ranks)
+    # DDP without a buffer broadcast (each rank moves its MoE biases alike); its gradient all-reduce
+    # skipped on all but a step's last micro-batch, also through a compiled model's _orig_mod
+    assert all(r["plumbing"]["broadcast_buffers"] is False for r in two_ranks)
+    assert all(r["plumbing"]["syncs"] == [False, True, False] for r in two_ranks)
 
 
 def test_an_expert_that_no_token_reaches_does_not_stall_ddp(two_ranks):
@@ -280,3 +291,51 @@ def test_sft1_on_your_data_needs_responses(tmp_path, capsys):
 def test_shares_split_evenly_and_gather_inverts_them():
     assert dist.my_share(6) == slice(0, 6) and dist.gather([1, 2]) == [1, 2]  # one process: everything
     assert dist.total(2.5) == 2.5 and dist.stop_requested() == 0
+
+
+def test_a_signal_asks_for_a_stop_and_a_second_one_stops_now(monkeypatch, capfd):
+    """The first SIGTERM/SIGINT only sets the flag the loops read after a step; the second stops at once,
+    SIGTERM as exit status 128 + 15, ^C as KeyboardInterrupt. catch_signals installs the handler for both."""
+    import signal
+    monkeypatch.setitem(dist._STOP, "signal", 0)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        dist.catch_signals()
+        assert all(signal.getsignal(s) is dist._request_stop for s in saved)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    dist._request_stop(signal.SIGTERM, None)
+    assert dist.stop_requested() == signal.SIGTERM and "SIGTERM: stopping after this step" in capfd.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        dist._request_stop(signal.SIGTERM, None)
+    assert e.value.code == 128 + signal.SIGTERM
+    with pytest.raises(KeyboardInterrupt):
+        dist._request_stop(signal.SIGINT, None)
+    monkeypatch.setitem(dist._STOP, "signal", 0)
+    dist._request_stop(signal.SIGINT, None)  # a first ^C: a flag, not an exception
+    assert dist.stop_requested() == signal.SIGINT
+    err = dist.Stopped(signal.SIGINT, 7)
+    assert (err.signum, err.step, str(err)) == (signal.SIGINT, 7, "stopped by SIGINT after step 7")
+
+
+def test_init_joins_a_torchrun_group_and_is_a_no_op_without_one(monkeypatch, capsys):
+    """Without torchrun's RANK, init changes nothing; with it (here a group of one), it joins over gloo on
+    the CPU and says so; a second call, already in the group, returns at once."""
+    import socket
+    monkeypatch.delenv("RANK", raising=False)
+    assert dist.init("cpu") == "cpu" and not td.is_initialized() and dist.world() == 1
+    dist.barrier()  # one process: nothing to wait for, and no group to ask
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(k, v)
+    try:
+        assert dist.init("cpu") == "cpu" and td.is_initialized() and td.get_backend() == "gloo"
+        assert dist.init("cpu") == "cpu"  # already joined
+        assert capsys.readouterr().out.count("data parallel: 1 processes (gloo)") == 1
+        assert dist.total(2.5) == 2.5 and dist.is_main()
+    finally:
+        dist.close()
+    assert not td.is_initialized()
