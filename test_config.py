@@ -83,7 +83,9 @@ def test_a_value_out_of_range_exits_2_naming_the_range(group, field, capsys):
     (["--p_chain", "0.9", "--p_bare", "0.2"], "at most 1"), (["--bpe_docs", "5000"], "at most --n_docs"),
     (["--warmup_iters", "60"], "below --max_iters"), (["--max_new_tokens", "180"], "must fit --block_size"),
     (["--eval_new_tokens", "180"], "must fit --block_size"), (["--n_minibatches", "17"], "at most the rollouts"),
-    (["--general_frac", "0.9"], "leaves no reasoning prompt"), (["--student_width", "36"], "--student_width 36")])
+    (["--general_frac", "0.9"], "leaves no reasoning prompt"), (["--student_width", "36"], "--student_width 36"),
+    (["--p_chain", "0.5", "--p_switch", "0.6"], "at most 1"), (["--p_chain", "0.5", "--p_slip", "0.6"], "at most 1"),
+    (["--n_routed_experts", "1", "--n_experts_per_tok", "1", "--n_expert_groups", "2"], "must divide")])
 def test_settings_that_cannot_go_together_exit_2(flags, needle, capsys):
     args = train.parse_args(["--preset", "tiny", *flags])
     with pytest.raises(SystemExit) as e:
@@ -172,3 +174,20 @@ def test_pick_device_cuda_without_cuda_exits_2(monkeypatch, capsys):
         config.pick_device("cuda")
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --device cuda but CUDA is not available (valid here: cpu)"
+
+
+def test_parse_bool_reads_the_six_spellings_and_refuses_the_rest():
+    assert [config.parse_bool(v) for v in ("1", "true", "Yes", "0", "FALSE", "no")] == [True] * 3 + [False] * 3
+    with pytest.raises(config.argparse.ArgumentTypeError, match="true/false"):
+        config.parse_bool("maybe")
+
+
+def test_student_shape_halves_the_layers_and_narrows_to_three_quarters():
+    """The tiny preset's model (2 layers, d=64, hidden 192, 4 experts) and the cpu preset's (4 layers, d=128)."""
+    tiny = train.build_configs(train.parse_args(["--preset", "tiny"]), "cpu")[1]["model"]
+    cpu = train.build_configs(train.parse_args(["--preset", "cpu"]), "cpu")[1]["model"]
+    shape = lambda m: (m.n_layer, m.n_embd, m.mlp_hidden, m.n_routed_experts)
+    assert shape(config.student_shape(tiny)) == (1, 48, 144, 0)
+    assert shape(config.student_shape(tiny, width=32)) == (1, 32, 96, 0)  # --student_width 32: hidden scaled alike
+    assert shape(config.student_shape(cpu))[:2] == (2, 96)
+    assert config.student_shape(dataclasses.replace(tiny, n_layer=1)).n_layer == 1  # never no layer
