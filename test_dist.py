@@ -2,6 +2,8 @@
 is skipped. Two CPU processes talk over gloo; run with `python -m pytest -q test_dist.py`."""
 import contextlib
 import dataclasses
+import signal
+import socket
 
 import pytest
 import torch
@@ -296,7 +298,6 @@ def test_shares_split_evenly_and_gather_inverts_them():
 def test_a_signal_asks_for_a_stop_and_a_second_one_stops_now(monkeypatch, capfd):
     """The first SIGTERM/SIGINT only sets the flag the loops read after a step; the second stops at once,
     SIGTERM as exit status 128 + 15, ^C as KeyboardInterrupt. catch_signals installs the handler for both."""
-    import signal
     monkeypatch.setitem(dist._STOP, "signal", 0)
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -322,7 +323,6 @@ def test_a_signal_asks_for_a_stop_and_a_second_one_stops_now(monkeypatch, capfd)
 def test_init_joins_a_torchrun_group_and_is_a_no_op_without_one(monkeypatch, capsys):
     """Without torchrun's RANK, init changes nothing; with it (here a group of one), it joins over gloo on
     the CPU and says so; a second call, already in the group, returns at once."""
-    import socket
     monkeypatch.delenv("RANK", raising=False)
     assert dist.init("cpu") == "cpu" and not td.is_initialized() and dist.world() == 1
     dist.barrier()  # one process: nothing to wait for, and no group to ask
